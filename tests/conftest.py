@@ -35,3 +35,27 @@ def model() -> RecurrentGemmaForCausalLM:
 @pytest.fixture
 def config() -> RecurrentGemmaConfig:
     return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def lm_dir(tmp_path_factory):
+    """An HF-format directory: a tiny random model plus a byte-fallback BPE tokenizer with
+    Gemma's special ids (and <start_of_turn>/<end_of_turn>)."""
+    from test_tokenizer import _write_dir
+
+    from rgemma.tokenizer import Tokenizer
+
+    root = tmp_path_factory.mktemp("lm")
+    _write_dir(root, "gemma")
+    vocab = Tokenizer.from_dir(root).vocab_size
+    random_model(tiny_config(vocab_size=vocab), scale=0.3).save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def lm(lm_dir):
+    """(model, tokenizer) loaded from `lm_dir`."""
+    from rgemma import RecurrentGemmaForCausalLM
+    from rgemma.tokenizer import Tokenizer
+
+    return RecurrentGemmaForCausalLM.from_pretrained(lm_dir), Tokenizer.from_dir(lm_dir)

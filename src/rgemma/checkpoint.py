@@ -29,6 +29,17 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 
 
 # --------------------------------------------------------------------------- locating
+BUNDLED_DIR = Path(__file__).parent / "assets" / "rgemma-tiny"
+
+
+def bundled_model_dir() -> Path:
+    """The small trained model shipped inside the package (the default everywhere)."""
+    if not (BUNDLED_DIR / "config.json").is_file():
+        raise FileNotFoundError(f"the bundled model is missing from this install ({BUNDLED_DIR}); "
+                                "reinstall rgemma or pass --model")
+    return BUNDLED_DIR
+
+
 def hf_cache_dirs() -> list[Path]:
     """Where the HF hub cache may live, in the order huggingface_hub looks."""
     dirs = []
@@ -40,8 +51,11 @@ def hf_cache_dirs() -> list[Path]:
     return dirs
 
 
-def resolve_model_dir(path_or_repo_id: str | Path) -> Path:
-    """A local directory as is, or `org/name` from the local HF cache; else a clear error."""
+def resolve_model_dir(path_or_repo_id: str | Path | None) -> Path:
+    """A local directory as is, `org/name` from the local HF cache, None for the bundled
+    model; else a clear error."""
+    if path_or_repo_id is None:
+        return bundled_model_dir()
     path = Path(path_or_repo_id).expanduser()
     if path.is_dir():
         return path

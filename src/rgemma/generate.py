@@ -56,10 +56,12 @@ def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None 
 @torch.no_grad()
 def decode(model, logits: torch.Tensor, state: State, params: SamplingParams,
            max_new_tokens: int, eos_ids: Sequence[int] = (), pad_id: int = 0,
-           generator: torch.Generator | None = None, prev_ids: torch.Tensor | None = None
-           ) -> Iterator[Step]:
+           generator: torch.Generator | None = None, prev_ids: torch.Tensor | None = None,
+           stop_rows=None) -> Iterator[Step]:
     """Sample from `logits`, feed the token back, repeat. `prev_ids` (B, N) feeds the
-    repetition penalty (pads as -1). The state is advanced in place."""
+    repetition penalty (pads as -1). `stop_rows(tokens, active, is_eos)`, if given, returns
+    the rows that must stop after this token (a stop string, say). The state is advanced in
+    place; the last sampled token of a row is never fed."""
     B = logits.shape[0]
     device = logits.device
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
@@ -69,6 +71,8 @@ def decode(model, logits: torch.Tensor, state: State, params: SamplingParams,
         tokens, logprobs = sample(logits, params, generator, history if params.repetition_penalty != 1 else None)
         tokens = torch.where(active, tokens, pad_id)
         is_eos = torch.isin(tokens, eos) & active
+        if stop_rows is not None:
+            is_eos = is_eos | (stop_rows(tokens, active, is_eos) & active)
         last = i == max_new_tokens - 1
         reasons = [("stop" if e else "length" if last else None) if a else None
                    for a, e in zip(active.tolist(), is_eos.tolist())]
