@@ -6,8 +6,9 @@ here gives exactly that, is license-clean by construction, needs no download, an
 exactly reproducible from a seed. The word lists and plot templates live in
 `corpus_grammar.py`; this module draws a cast, picks a plot and fills it in.
 
-Each document is one story: an opening ("Once upon a time, ..."), then one of the plots
-(a lost toy, sharing, a fear, a tree-stuck kite, a gift, new food, ...) ending with a moral.
+Each document is one story of about 190 words: an opening ("Once upon a time, ..."), then
+one of 19 plots (a lost toy, sharing, a fear, a kite stuck in a tree, a gift, new food,
+a race, a rainy day, a snowman, a wish, bedtime...), most ending with a moral.
 Document `i` is drawn from its own RNG seeded with "split:seed:i", so a smaller corpus is a
 prefix of a larger one, and the "heldout" split never shares a stream with "train".
 
@@ -75,7 +76,8 @@ def expand(template: str, cast: dict[str, str], rng: random.Random) -> str:
     text = template
     for _ in range(4):
         while match := _CHOICE.search(text):
-            text = text[: match.start()] + rng.choice(match.group(1).split("|")) + text[match.end() :]
+            pick = rng.choice(match.group(1).split("|"))
+            text = text[: match.start()] + pick + text[match.end() :]
         if "{" not in text:
             return text
         text = text.format_map(cast)
@@ -169,7 +171,8 @@ def _thing_slots(rng: random.Random) -> dict[str, str]:
     looks, play, played = g.OBJECTS[obj]
     objadj = rng.choice(looks)
     return {
-        "at_place": at_place, "place": at_place.split(" ", 1)[1], "spot1": spots[0], "spot2": spots[1], "spot3": spots[2],
+        "at_place": at_place, "place": at_place.split(" ", 1)[1],
+        "spot1": spots[0], "spot2": spots[1], "spot3": spots[2],
         "obj": obj, "objadj": objadj, "a_obj": _article(f"{objadj} {obj}"),
         "the_obj": f"the {objadj} {obj}", "play": play, "played": played,
         "veg": rng.choice(g.VEGGIES),
@@ -184,7 +187,8 @@ def story_cast(rng: random.Random) -> Cast:
     cast = Cast(_hero_slots(hero, rng), **_friend_slots(friend, rng), **_thing_slots(rng))
     cast.update(parent="mom" if mom else "dad", **_pronouns(mom, "p"))
     cast["grand"] = rng.choice(("grandma", "grandpa"))
-    for table in (g.FEARS, g.STUCKS, g.CRAFTS, g.FINDS, g.HURTS, g.WARNINGS):
+    tables = (g.FEARS, g.STUCKS, g.CRAFTS, g.FINDS, g.HURTS, g.WARNINGS, g.CHORES, g.WISHES)
+    for table in tables:  # one scenario of each kind; the plot uses at most one
         cast.update(rng.choice(table))
     cast.update(indoor=rng.choice(g.INDOORS), plant_end=rng.choice(g.PLANT_ENDS))
     return cast
@@ -195,10 +199,11 @@ def story_cast(rng: random.Random) -> Cast:
 
 def _render(section: Section, cast: Cast, rng: random.Random) -> list[list[str]]:
     """Paragraphs of sentences; each optional beat is kept half the time."""
-    return [
-        [_sentence_case(expand(rng.choice(ways), cast, rng)) for optional, ways in para if not (optional and rng.random() < 0.5)]
-        for para in section
-    ]
+    paragraphs = []
+    for para in section:
+        kept = [ways for optional, ways in para if not (optional and rng.random() < 0.5)]
+        paragraphs.append([_sentence_case(expand(rng.choice(ways), cast, rng)) for ways in kept])
+    return paragraphs
 
 
 def _sentence_case(text: str) -> str:
@@ -262,11 +267,14 @@ def read_texts(path: str | Path) -> Iterator[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m rgemma.corpus", description=__doc__.split("\n\n")[0])
+    summary = __doc__.split("\n\n")[0]
+    parser = argparse.ArgumentParser(prog="python -m rgemma.corpus", description=summary)
     parser.add_argument("out_file", type=Path, help="JSONL file to write")
     parser.add_argument("--docs", type=int, default=20000, help="number of stories (default 20000)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split", choices=SPLITS, default="train", help="heldout: a disjoint stream of stories")
+    parser.add_argument(
+        "--split", choices=SPLITS, default="train", help="heldout: a disjoint stream of stories"
+    )
     args = parser.parse_args(argv)
     stats = write_corpus(args.out_file, args.docs, args.seed, args.split)
     print(json.dumps({"path": str(args.out_file), **asdict(stats)}), file=sys.stderr)

@@ -16,7 +16,7 @@ parent `{parent} {phe} {phim} {phis}` (`{Parent}` as a name: "said Mom"), grandp
 `{grand}`; `{place}` ("the beach"), `{at_place}` ("at the beach"), `{spot1} {spot2} {spot3}`,
 `{home} {hobby}`; toy `{obj} {a_obj} {the_obj} {objadj} {play} {played}`; `{veg}` (plural
 food); and the keys of the scenario tables below (`fear_*`, `stuck_*`, `craft_*`, `find_*`,
-`hurt_*`, `warn_*`, `indoor`, `plant_end`).
+`hurt_*`, `warn_*`, `chore*`, `need`, `wish_end`, `indoor`, `plant_end`).
 """
 
 GIRLS = (
@@ -294,6 +294,34 @@ PLANT_ENDS = (
     "a tall bean plant that climbed all the way up the fence",
 )
 
+CHORES = (
+    {"chore": "rake the leaves in the yard",
+     "chore_do": "They raked the leaves into one giant pile. Then {hero} jumped right into the middle of it! Leaves flew everywhere."},
+    {"chore": "wash all the dishes",
+     "chore_do": "{Hero} stood on a stool and washed the cups. Bubbles floated up, and {he} popped them one by one."},
+    {"chore": "fold a big basket of clean clothes",
+     "chore_do": "{Hero} matched all the socks. {He} pretended each sock was looking for its best friend."},
+    {"chore": "sweep the kitchen floor",
+     "chore_do": "{Hero} pretended the broom was a horse and swept all the way across the kitchen, laughing."},
+    {"chore": "pull the weeds in the garden",
+     "chore_do": "{Hero} pulled the weeds as fast as {he} could. {He} found a fat worm and a shiny green beetle."},
+    {"chore": "put away the food from the store",
+     "chore_do": "{Hero} put the apples in a bowl and the milk in the fridge. {He} lined up all the cans like a little train."},
+)
+
+WISHES = (
+    {"need": "was sick in bed with a cold",
+     "wish_end": "The next morning, {friend} felt all better and came outside to play."},
+    {"need": "had lost {fhis} favorite toy",
+     "wish_end": "The next morning, {friend} found {fhis} toy right under {fhis} bed."},
+    {"need": "felt lonely in {fhis} new town",
+     "wish_end": "The next day, the kids on {friend}'s street knocked on {fhis} door and asked {fhim} to play."},
+    {"need": "was sad because {fhis} garden would not grow",
+     "wish_end": "The next morning, {friend}'s garden was full of bright, happy flowers."},
+    {"need": "missed {fhis} grandma, who lived far away",
+     "wish_end": "That very afternoon, {friend}'s grandma came for a surprise visit."},
+)
+
 PLOTS = """
 == opening ==
 Once upon a time, there was {a_hero} named {hero}.
@@ -392,7 +420,7 @@ One day, {hero} took {the_obj} to {place}. There {he} saw {meet}.
 They took turns and [played|laughed] [all day|until the sun went down|for a long time].
   They took turns. First {hero} {played} {the_obj}, then {friend} did. They [laughed|had fun] [all day|until the sun went down].
 ? [Sharing|Playing together] was much more fun than playing alone.
-{Hero} learned that [sharing makes everyone happy|it is good to share|sharing is caring|toys are more fun with a friend].
+[{Hero} learned that|That day, {hero} learned that|{Hero} learned an important lesson:|And so {hero} learned that] [sharing makes everyone happy|it is good to share|sharing is caring|toys are more fun with a friend].
   From that day on, {hero} always shared {his} toys with {his} friends.
 
 == fear ==
@@ -439,7 +467,7 @@ Then {meet} came by. "What happened?" asked {friend}.
 
 "Thank you, {friend}!" said {hero}. [{He} {joy}.|{He} hugged {friend}.]
 {Hero} and {friend} played with the {stuck_obj} together [all afternoon|until the sun went down].
-{Hero} learned that [two friends can do what one can't|it is good to ask for help|working together makes hard things easy].
+[{Hero} learned that|That day, {hero} learned that|{Hero} learned an important lesson:|And so {hero} learned that] [two friends can do what one can't|it is good to ask for help|working together makes hard things easy].
 
 == gift ==
 Soon it would be {his} {parent}'s birthday. {Hero} wanted to give {phim} a special present.
@@ -460,7 +488,7 @@ When {his} {parent} came home, {hero} ran to the door. {He} gave {phim} the {cra
 {Parent} [smiled|had tears in {phis} eyes|laughed with joy]. "This is the best present ever!" {phe} said. "Thank you, {hero}."
   "[Did you make this for me|You made this all by yourself]?" {Parent} asked. "I love it!"
 {Parent} gave {hero} a big hug.
-{Hero} learned that [a gift made with love is the best gift|making others happy makes you happy too|it is the love that counts, not how it looks].
+[{Hero} learned that|That day, {hero} learned that|{Hero} learned an important lesson:|And so {hero} learned that] [a gift made with love is the best gift|making others happy makes you happy too|it is the love that counts, not how it looks].
 
 == food ==
 {Hero} did not like {veg}. When {his} {parent} put {veg} on {his} plate, {he} [pushed them away|made a funny face|said that they were yucky].
@@ -480,11 +508,11 @@ One night at dinner, there were {veg} again.
 
 {Hero} ate all the {veg} on {his} plate. {His} {parent} [laughed|was very proud].
 ? From then on, {hero} [always ate {his} {veg}|liked to try new food].
-{Hero} learned that [it is good to try new things|you can't know if you like something until you try it|new food can be yummy].
+[{Hero} learned that|That day, {hero} learned that|{Hero} learned an important lesson:|And so {hero} learned that] [it is good to try new things|you can't know if you like something until you try it|new food can be yummy].
 
 == explore ==
 One day, {hero} was [playing|walking|exploring] {at_place} when {he} saw {find_what}.
-"[What is that?|I wonder what it is,|How strange!]" {hero} [said|wondered|whispered].
+"[What is that?|What could that be?|How strange!]" {hero} [said|wondered|whispered].
 {He} ran to get {meet}. "Look what I found!" {he} said.
   Just then, {meet} came by. "What did you find?" asked {friend}.
 
@@ -495,7 +523,7 @@ One day, {hero} was [playing|walking|exploring] {at_place} when {he} saw {find_w
 
 They [played there|stayed there|looked around] until [the sun began to set|it was time for dinner]. Then they went home [happy|with big smiles].
 ? {Hero} told {his} {parent} all about it. "[What an adventure!|It was the best day ever!]" {he} said.
-{Hero} learned that [there are many wonderful things to find if you look|the world is full of surprises|adventures are more fun with a friend].
+[{Hero} learned that|That day, {hero} learned that|{Hero} learned an important lesson:|And so {hero} learned that] [there are many wonderful things to find if you look|the world is full of surprises|adventures are more fun with a friend].
 
 == kind ==
 One [day|morning|afternoon], {hero} was [walking|playing] {at_place} when {he} heard a [small|soft|sad] sound.
@@ -509,7 +537,7 @@ One [day|morning|afternoon], {hero} was [walking|playing] {at_place} when {he} h
 {hurt_end}
 ? From then on, {hurt_name} came back to visit {hero} every day.
 {Hero} [felt warm inside|was so happy|smiled a big smile].
-{Hero} learned that [being kind to animals is important|even a small kindness can make a big difference|helping others feels good].
+[{Hero} learned that|That day, {hero} learned that|{Hero} learned an important lesson:|And so {hero} learned that] [being kind to animals is important|even a small kindness can make a big difference|helping others feels good].
 
 == listen ==
 {His} {parent} always said, "{warn_rule}"
@@ -526,7 +554,7 @@ One day, {warn_act}
 {warn_fix}
 
 From that day on, {hero} always listened to {his} {parent}.
-{Hero} learned that [it is important to listen|rules help keep us safe|saying sorry makes things better].
+[{Hero} learned that|That day, {hero} learned that|{Hero} learned an important lesson:|And so {hero} learned that] [it is important to listen|rules help keep us safe|saying sorry makes things better].
 
 == race ==
 One [sunny|bright] day, {hero} and {meet} had a race {at_place}.
@@ -547,7 +575,7 @@ They [walked|went] to the finish line [side by side|together]. They came in last
 "You could have won," said {friend}. "Why did you come back?"
 "Because [friends are more important than winning|you are my friend|helping you is better than winning]," said {hero}.
 ? {Friend} smiled. "You are the best friend ever."
-{Hero} learned that [being a good friend is better than winning|kindness is more important than winning].
+[{Hero} learned that|That day, {hero} learned that|{Hero} learned an important lesson:|And so {hero} learned that] [being a good friend is better than winning|kindness is more important than winning].
 
 == rain ==
 One morning, {hero} wanted to go to {place}. {He} wanted to [play all day|{play} {his} {obj}|run and play].
@@ -560,9 +588,11 @@ But when {he} looked out the window, it was raining. [Drip, drop, drip.|The sky 
 ? {Hero} laughed and laughed. [{He} forgot all about the rain.|It was so much fun.]
 
 After a while, the rain stopped. The sun came out, and there was a big rainbow in the sky!
+  Later, the clouds went away. The sun came out, and a rainbow [stretched across the sky|appeared over the trees]!
+  When they looked out the window again, the rain was gone. [A bright rainbow filled the sky!|The sun was shining on the wet grass.]
 "Look!" [said {hero}|shouted {hero}]. "A rainbow!"
 ? They put on their boots and [went outside to jump in the puddles|went to {place} after all].
-{Hero} learned that [you can have fun on a rainy day too|there is always a way to have fun|a rainy day can still be a happy day].
+[{Hero} learned that|That day, {hero} learned that|{Hero} learned an important lesson:|And so {hero} learned that] [you can have fun on a rainy day too|there is always a way to have fun|a rainy day can still be a happy day].
 
 == shy ==
 {Hero} was [very shy|a little shy|shy around new friends]. {He} did not like to talk to [new kids|anyone {he} did not know].
@@ -583,12 +613,14 @@ They [played|laughed|ran and played] [all afternoon|until it was time to go home
 When it was time to go, {friend} said, "Can we play again tomorrow?"
 "Yes!" said {hero}. {He} was not shy anymore.
   {Hero} smiled. {He} had a new friend.
-{Hero} learned that [saying hello is the first step to making a friend|being brave can lead to good things|new friends are everywhere].
+[{Hero} learned that|That day, {hero} learned that|{Hero} learned an important lesson:|And so {hero} learned that] [saying hello is the first step to making a friend|being brave can lead to good things|new friends are everywhere].
 
 == sorry ==
 {Hero} and {meet} were playing with {his} {obj} {at_place}.
 They both wanted to {play} {the_obj} at the same time.
 "It is my turn!" said {hero}.
+  "Give it to me!" said {hero}. "It is mine!"
+  "I want to go first!" [said|shouted] {hero}.
 "No, it is my turn!" said {friend}.
 They [pulled|tugged] and [pulled|tugged]. [{The_obj} fell into a big puddle of mud.|{The_obj} flew out of their hands and landed in the mud.] Now it was all dirty.
 
@@ -597,20 +629,23 @@ They [pulled|tugged] and [pulled|tugged]. [{The_obj} fell into a big puddle of m
 ? Neither of them said anything for a long time. [It was not fun anymore.|{Hero} felt sad inside.]
 
 After a while, {hero} said, "I am sorry. I should have shared."
+  At last, {hero} [walked over|turned around] and said, "I am sorry. It was my fault too."
 {Friend} [looked up|smiled a little]. "I am sorry too. I should have waited for my turn."
 They [gave each other a hug|shook hands|smiled at each other].
 
 Together they washed {the_obj} with soap and water [until it was clean again|until it was shiny again].
   {His} {parent} helped them wash {the_obj}. Soon it was as good as new.
 Then they took turns and [played happily|had fun] [all day|until dinner time].
-{Hero} learned that [saying sorry can fix a fight|friends can make up after a fight|taking turns is better than fighting].
+[{Hero} learned that|That day, {hero} learned that|{Hero} learned an important lesson:|And so {hero} learned that] [saying sorry can fix a fight|friends can make up after a fight|taking turns is better than fighting].
 
 == garden ==
 One [spring|sunny] day, {his} {grand} gave {hero} a [tiny|little] seed. "Plant this, and [watch|see] what happens," said {Grand}.
-{Hero} put the seed in the ground [by {his} house|in the garden|in a little pot] and gave it some water.
+{Hero} put the seed [in the ground by {his} house|in the garden|in a little pot] and gave it some water.
 
 The next morning, {hero} ran outside to look. But nothing was there.
+  The next day, {hero} [checked the ground|looked very closely]. There was only dirt.
 "Why is it not growing?" asked {hero}.
+  "[Where is my plant?|Is it broken?]" {hero} asked [sadly|with a frown].
 "Good things take time," said {Grand}. "Give it water and sun, and be patient."
 
 Every day, {hero} watered the seed. [Day after day|For many days], {he} waited.
@@ -620,5 +655,101 @@ Then one morning, {he} saw a [tiny|little] green [sprout|leaf] poking out of the
 
 The plant grew [taller and taller|bigger and bigger]. At last, it turned into {plant_end}.
 ? {Hero} [showed it to|ran to get] {his} {grand}. "[You were right!|Look!|We did it!]" {he} said.
-{Hero} learned that [good things take time|being patient is worth it|with care and time, little things grow big].
+[{Hero} learned that|That day, {hero} learned that|{Hero} learned an important lesson:|And so {hero} learned that] [good things take time|being patient is worth it|with care and time, little things grow big].
+
+== snow ==
+One [winter|cold] morning, {hero} woke up and looked out the window. Everything was white!
+  When {hero} woke up one [winter|cold] morning, the whole world was covered in snow.
+"Snow!" {hero} [shouted|cried]. {He} put on {his} [warm coat|boots|hat and mittens] and {went} outside.
+  {He} could not wait. {He} put on {his} coat, {his} boots and {his} mittens and {went} outside.
+? The snow was [soft|cold|deep] and [sparkly|crunchy|fluffy] under {his} feet.
+
+Soon {meet} came outside too. "Let's build a snowman!" said {friend}.
+  Then {meet} came by. "Do you want to build a snowman with me?" asked {hero}.
+They rolled a big ball of snow for the body, then a smaller one, then a little one for the head.
+  They rolled and rolled the snow until they had three round balls: a big one, a middle one and a small one.
+But the head was [too heavy|very heavy]. {Hero} could not lift it by {self}.
+"I will help you," said {friend}. Together they lifted the head and put it on top.
+  "Let's do it together," said {friend}. They lifted it up, one, two, three, and it was on!
+
+They gave the snowman two black stones for eyes and a carrot for a nose.
+  {Hero} found two stones for eyes and a carrot for a nose. {Friend} gave the snowman {fhis} [old hat|red scarf].
+"He needs a name," said {friend}. "Let's call him [Mr. Frosty|Snowball|Mr. Carrot|Chilly]."
+? Then they made snow angels and [threw snowballs|drank hot cocoa|laughed until their cheeks were red].
+
+The next day, the sun came out, and the snowman began to melt. {Hero} felt a little sad.
+  A few days later, the snowman was [gone|just a little pile of snow and a carrot]. {Hero} felt sad.
+"Don't be sad," said {his} {parent}. "[The snow will come back next winter.|You will always remember the fun you had.]"
+[{Hero} learned that|That day, {hero} learned that] [fun with friends is the best fun|every season has its own joys|good times are worth remembering].
+
+== lostway ==
+One day, {hero} went to {place} with {his} {parent}.
+{He} saw a [pretty butterfly|shiny stone|little rabbit] and [followed it|ran after it] without looking back.
+When {he} looked up, {his} {parent} was gone. Everything looked [strange|different|big and new].
+"{Parent}? Where are you?" {hero} called. But no one answered.
+  {Hero} was lost! {His} heart beat fast.
+
+{Hero} wanted to cry. Then {he} remembered what {his} {parent} always said: "If you ever get lost, stay where you are and ask for help."
+{He} [sat down on a rock|stood very still|took a deep breath] and [waited|looked around].
+? {He} [sang a little song|counted to one hundred|hugged {his} knees] to feel brave.
+
+Soon, {meet} came by. "Are you lost?" asked {friend}.
+"Yes," said {hero}. "I can't find my {parent}."
+  {Hero} nodded. "I lost my {parent}," {he} said in a small voice.
+"Don't worry," said {friend}. "We can call out together. Two voices are louder than one."
+  "I will stay with you," said {friend}. "Let's call for your {parent} together."
+
+"{Parent}! {Parent}!" they called [as loud as they could|again and again].
+[Before long|Soon], {hero} heard a voice. "{Hero}! {Hero}!" It was {his} {parent}!
+{Hero} ran into {his} {parent}'s arms. [{Parent} hugged {him} tight.|They hugged for a long time.]
+"Thank you for helping {him}," {Parent} said to {friend}.
+"I was so scared," said {hero}. "But I did what you told me."
+[{Hero} learned that|That day, {hero} learned that] [it is important to stay close|when you are lost, you should stay still and ask for help].
+
+== chores ==
+One Saturday, {hero}'s {parent} had to {chore}. It was a big job.
+  {Hero}'s {parent} was very busy. {Phe} needed to {chore}.
+"{Hero}, can you help me?" asked {Parent}.
+"But I want to play!" said {hero}. {He} [stomped {his} feet|made a grumpy face|sighed a big sigh].
+
+{Parent} smiled. "If we work together, we will finish fast. Then we can play together."
+  "I have an idea," said {Parent}. "Let's make it a game."
+{chore_do}
+? {Hero} [giggled|laughed out loud]. This was more fun than {he} had thought!
+
+Soon the work was done. {Parent} [gave {hero} a big hug.|said, "Thank you, my little helper."]
+  In no time at all, they were finished. "We did it!" said {hero}.
+Then, just like {phe} promised, they [played a game|went to {place}|read a book together].
+[{Hero} learned that|That day, {hero} learned that] [helping out can be fun|many hands make light work|working together makes a job go fast].
+
+== wish ==
+One [evening|morning|day] {at_place}, {hero} saw a tiny light [near|behind] a flower. It was a little fairy with [sparkly|shiny|silver] wings!
+"Hello, {hero}," said the fairy. "You have been kind to the animals, so I will give you one wish."
+  "I have been watching you," said the fairy. "You have a kind heart. You may make one wish."
+{Hero}'s eyes grew big. [{He} thought and thought.|{He} had so many ideas!]
+
+{He} thought about wishing for [a mountain of candy|a hundred toys|a big castle|wings to fly].
+But then {he} thought of {his} friend {friend}, who {need}.
+"I wish for {friend} to be happy again," said {hero}.
+  {Hero} took a deep breath. "My wish is for {friend}," {he} said. "Please make {fhim} happy."
+
+The fairy smiled. "That is the kindest wish of all." [With a wave of her wand|With a twinkle and a flash], she was gone.
+{wish_end}
+{Friend} [ran to {hero}|came to see {hero}] and said, "[Something wonderful happened!|You will never guess what happened!]"
+{Hero} just smiled. [{He} kept the secret in {his} heart.|{He} felt happier than if {he} had wished for a hundred toys.]
+[{Hero} learned that|That day, {hero} learned that] [making others happy is the best wish|kindness is a kind of magic].
+
+== bedtime ==
+It was time for bed, but {hero} was not sleepy [at all|one bit].
+{He} [tossed and turned|counted the spots on the ceiling|got up for a glass of water|peeked out the window].
+"I can't sleep," {hero} [said|called]. {His} {parent} came in and sat on the bed.
+
+"Shall I tell you a story?" asked {Parent}. {Hero} nodded.
+{Parent} told a story about [a brave little boat on a big sea|a sleepy bear who could not find his bed|a star who wanted to visit the moon|a kind dragon who lived on a hill].
+? [{Phe} made funny voices for all the animals.|{Hero} giggled at the funny parts.]
+
+Then they [looked at the stars|said good night to the moon|listened to the rain on the roof] together.
+{Hero}'s eyes grew heavy. {He} [yawned a big yawn|snuggled into {his} blanket].
+"Good night, {Parent}," {he} whispered. "Good night, {hero}," said {Parent}. "[Sweet dreams.|I love you.]"
+Soon {hero} was fast asleep, dreaming of [stars and moons|the story|flying over the hills].
 """

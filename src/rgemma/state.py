@@ -123,14 +123,13 @@ class State:
                    torch.cat([s.next_pos for s in states]), fingerprint=first.fingerprint)
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> "State":
-        """Move to a device; `dtype` converts conv and K/V (h stays float32, counters int64)."""
+        """Move to a device; `dtype` converts conv windows and K/V rings (h stays float32,
+        counters stay int64)."""
         def move(t: torch.Tensor) -> torch.Tensor:
-            if dtype is not None and t.is_floating_point() and t.dtype != torch.float32:
-                t = t.to(dtype)
-            return t.to(device) if device is not None else t
+            return t.to(device=device)
 
         out = self.map(move)
-        if dtype is not None:  # conv/kv may be float32 in a float32 model: convert those too
+        if dtype is not None:
             for layer in out.layers:
                 for name, t in vars(layer).items():
                     if name != "h":

@@ -8,6 +8,13 @@ ByteFallback, Fuse, Strip(1 leading space). Special tokens sit at fixed ids: `<p
 `<eos>`=1, `<bos>`=2, `<unk>`=3, `<start_of_turn>`=4, `<end_of_turn>`=5; the byte pieces
 follow at 6..261, then the learned pieces. The post-processor adds `<bos>` like Gemma's.
 
+Two consequences of the "▁" prefix, shared with Llama-style tokenizers: a text that starts
+with a space decodes without that one space, and decoding with special tokens kept shows
+"<bos> Once" (the prefix space is only stripped at the very start of the output).
+`tokenizer_config.json` names `PreTrainedTokenizerFast` rather than `GemmaTokenizer`, because
+transformers' Gemma class rebuilds the pipeline without the prefix and would encode
+differently; the generic class runs `tokenizer.json` as it is.
+
     python -m rgemma.tokenizer_train data/train.jsonl data/tokenizer --vocab-size 2048
 
 Writes `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json`.
@@ -21,7 +28,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import processors, trainers
 
 from rgemma.corpus import read_texts
 from rgemma.tokenizer import GEMMA_CHAT_TEMPLATE
@@ -43,9 +51,8 @@ def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
 
 
 def _decoder() -> decoders.Decoder:
-    return decoders.Sequence(
-        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
-    )
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    return decoders.Sequence([*steps, decoders.Strip(" ", 1, 0)])
 
 
 def _learn_bpe(texts: Iterable[str], n_pieces: int) -> tuple[list[str], list[tuple[str, str]]]:
@@ -53,7 +60,10 @@ def _learn_bpe(texts: Iterable[str], n_pieces: int) -> tuple[list[str], list[tup
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = _pre_tokenizer()
     trainer = trainers.BpeTrainer(
-        vocab_size=n_pieces, min_frequency=2, special_tokens=list(SPECIAL_TOKENS), show_progress=False
+        vocab_size=n_pieces,
+        min_frequency=2,
+        special_tokens=list(SPECIAL_TOKENS),
+        show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
     model = json.loads(tok.to_str())["model"]
@@ -76,15 +86,18 @@ def build_tokenizer(pieces: list[str], merges: list[tuple[str, str]]) -> Tokeniz
 
 
 def _token_spec(token: str) -> dict:
-    return {"content": token, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
+    flags = ("lstrip", "normalized", "rstrip", "single_word")
+    return {"content": token, **dict.fromkeys(flags, False)}
 
 
 def tokenizer_config() -> dict:
-    """`tokenizer_config.json` in the shape transformers writes for Gemma."""
+    """`tokenizer_config.json` with Gemma's fields (see the module docstring for the class)."""
     return {
         "add_bos_token": True,
         "add_eos_token": False,
-        "added_tokens_decoder": {str(i): {**_token_spec(t), "special": True} for i, t in enumerate(SPECIAL_TOKENS)},
+        "added_tokens_decoder": {
+            str(i): {**_token_spec(t), "special": True} for i, t in enumerate(SPECIAL_TOKENS)
+        },
         "additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"],
         "bos_token": "<bos>",
         "eos_token": "<eos>",
@@ -94,7 +107,7 @@ def tokenizer_config() -> dict:
         "clean_up_tokenization_spaces": False,
         "spaces_between_special_tokens": False,
         "model_max_length": 1_000_000,
-        "tokenizer_class": "GemmaTokenizer",
+        "tokenizer_class": "PreTrainedTokenizerFast",
     }
 
 
@@ -107,17 +120,25 @@ def save_tokenizer(tok: Tokenizer, out_dir: str | Path) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / "tokenizer.json"))
-    for name, data in (("tokenizer_config.json", tokenizer_config()), ("special_tokens_map.json", special_tokens_map())):
-        (out / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    configs = {
+        "tokenizer_config.json": tokenizer_config(),
+        "special_tokens_map.json": special_tokens_map(),
+    }
+    for name, data in configs.items():
+        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        (out / name).write_text(text, encoding="utf-8")
 
 
-def train_tokenizer(corpus_path: str | Path, out_dir: str | Path, vocab_size: int = 2048) -> Tokenizer:
+def train_tokenizer(
+    corpus_path: str | Path, out_dir: str | Path, vocab_size: int = 2048
+) -> Tokenizer:
     """Learn a `vocab_size`-piece tokenizer from a JSONL corpus and save it to `out_dir`.
 
     The vocabulary may come out smaller when the corpus has too few distinct pairs.
     """
     if vocab_size < MIN_VOCAB:
-        raise ValueError(f"vocab_size must be at least {MIN_VOCAB} (specials + 256 bytes + 64), got {vocab_size}")
+        need = f"at least {MIN_VOCAB} (specials, 256 bytes, 64 more)"
+        raise ValueError(f"vocab_size must be {need}, got {vocab_size}")
     pieces, merges = _learn_bpe(read_texts(corpus_path), vocab_size - len(BYTE_TOKENS))
     tok = build_tokenizer(pieces, merges)
     save_tokenizer(tok, out_dir)
@@ -125,13 +146,15 @@ def train_tokenizer(corpus_path: str | Path, out_dir: str | Path, vocab_size: in
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m rgemma.tokenizer_train", description=__doc__.split("\n\n")[0])
+    summary = __doc__.split("\n\n")[0]
+    parser = argparse.ArgumentParser(prog="python -m rgemma.tokenizer_train", description=summary)
     parser.add_argument("corpus", type=Path, help="JSONL corpus with a 'text' field per line")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--vocab-size", type=int, default=2048)
     args = parser.parse_args(argv)
     tok = train_tokenizer(args.corpus, args.out_dir, args.vocab_size)
-    print(json.dumps({"out_dir": str(args.out_dir), "vocab_size": tok.get_vocab_size()}), file=sys.stderr)
+    stats = {"out_dir": str(args.out_dir), "vocab_size": tok.get_vocab_size()}
+    print(json.dumps(stats), file=sys.stderr)
 
 
 if __name__ == "__main__":
