@@ -100,9 +100,9 @@ def test_saved_state_continues_exactly(lm, tmp_path):
     uninterrupted = [s.token_id for s in stream(model, tok, first + second, config)]
     _, state = prefill(model, torch.tensor([first]))
     save_state(tmp_path / "s.state", state, model, tokens=first)
-    loaded, tokens, _ = load_state(tmp_path / "s.state", model)
-    assert tokens == first and loaded.count.item() == len(first)
-    resumed = [s.token_id for s in stream(model, tok, second, config, loaded)]
+    snap = load_state(tmp_path / "s.state", model)
+    assert snap.tokens == first and snap.state.count.item() == len(first) and snap.logits is None
+    resumed = [s.token_id for s in stream(model, tok, second, config, snap.state)]
     assert resumed == uninterrupted
 
 

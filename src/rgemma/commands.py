@@ -88,9 +88,8 @@ def generate(prompt: str | None, *, model: str | None = None, config: Generation
     lm, tok = loaded or load(model, dtype, device, err)
     state, logits, seen = None, None, []
     if load_state_path:
-        state, seen, extra = load_state(load_state_path, lm)
-        logits = extra.get("logits")
-        logits = torch.tensor([logits], dtype=torch.float32, device=lm.device) if logits else None
+        snap = load_state(load_state_path, lm)
+        state, seen, logits = snap.state, snap.tokens or [], snap.logits
     ids = _prompt_ids(tok, prompt, chat, system, continuing=state is not None)
     if not ids and logits is None:
         raise ValueError("empty prompt: give some text (or --load-state a saved prompt)")
@@ -100,8 +99,7 @@ def generate(prompt: str | None, *, model: str | None = None, config: Generation
         logits, state = prefill(lm, torch.tensor([ids], device=lm.device), None, state, config.prefill_chunk)
     stats.prompt_seconds = time.perf_counter() - start
     if save_state_path:
-        save_state(save_state_path, state, lm, tokens=(seen or []) + ids,
-                   extra={"logits": logits[0].float().tolist()})
+        save_state(save_state_path, state, lm, tokens=seen + ids, logits=logits)
         print(f"saved state after {int(state.count[0])} tokens to {save_state_path}", file=err)
     _emit(stream(lm, tok, [], config, state, logits), out, stats)
     print(stats.line(), file=err)
@@ -205,10 +203,10 @@ def _save_chat(session: ChatSession, path: str) -> None:
 
 
 def _load_chat(session: ChatSession, path: str) -> None:
-    state, tokens, extra = load_state(path, session.model)
-    if "messages" not in extra:
+    snap = load_state(path, session.model)
+    if "messages" not in snap.extra:
         raise ValueError(f"{path} is not a chat snapshot (no messages)")
-    session.state, session.fed, session.messages = state, tokens or [], extra["messages"]
+    session.state, session.fed, session.messages = snap.state, snap.tokens or [], snap.extra["messages"]
 
 
 # --------------------------------------------------------------------------- perplexity

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,23 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()[:32]
 
 
+@dataclass
+class Snapshot:
+    state: State
+    tokens: list[int] | None = None  # the ids the state has read, if saved
+    logits: torch.Tensor | None = None  # next-token logits after them, (B, V), if saved
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 def save_state(path: str | Path, state: State, model, tokens: list[int] | None = None,
-               extra: dict[str, Any] | None = None) -> None:
-    """Write `state` (one or more rows) and the ids it has read to `path`, atomically."""
+               logits: torch.Tensor | None = None, extra: dict[str, Any] | None = None) -> None:
+    """Write `state` (one or more rows), the ids it has read and the next-token logits to
+    `path`, atomically."""
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in state.tensors().items()}
     if tokens is not None:
         tensors["tokens"] = torch.tensor(tokens, dtype=torch.long).reshape(-1)
+    if logits is not None:
+        tensors["logits"] = logits.detach().to("cpu", torch.float32).contiguous()
     meta = {"format": FORMAT, "version": VERSION, "fingerprint": model_fingerprint(model),
             "architecture": state_fingerprint(model.config),
             "token_count": json.dumps(state.count.tolist()),
@@ -62,8 +74,8 @@ def save_state(path: str | Path, state: State, model, tokens: list[int] | None =
             os.unlink(tmp)
 
 
-def load_state(path: str | Path, model) -> tuple[State, list[int] | None, dict[str, Any]]:
-    """(state on the model's device and dtype, token ids read, extra) from a snapshot.
+def load_state(path: str | Path, model) -> Snapshot:
+    """The snapshot, with its state on the model's device and dtype.
 
     Raises ValueError when the file is not a snapshot or was made with another model."""
     path = Path(path)
@@ -81,8 +93,9 @@ def load_state(path: str | Path, model) -> tuple[State, list[int] | None, dict[s
         raise ValueError(f"{path}: this state was saved with a different model "
                          f"({meta.get('architecture')}); it cannot continue this one")
     tokens = tensors.pop("tokens").tolist() if "tokens" in tensors else None
+    logits = tensors.pop("logits").to(model.device) if "logits" in tensors else None
     state = _build(tensors, json.loads(meta["kinds"]), model)
-    return state, tokens, json.loads(meta.get("extra", "{}"))
+    return Snapshot(state, tokens, logits, json.loads(meta.get("extra", "{}")))
 
 
 def _build(tensors: dict[str, torch.Tensor], kinds: list[str], model) -> State:
