@@ -18,6 +18,8 @@ COMMANDS = {
              "rgemma.cli:add_chat_arguments", "rgemma.cli:run_chat"),
     "perplexity": ("measure perplexity on held-out text (JSONL or plain text)",
                    "rgemma.cli:add_perplexity_arguments", "rgemma.cli:run_perplexity"),
+    "convert": ("convert DeepMind (torch, Flax) or HF checkpoints to an HF directory",
+                "rgemma.convert:add_convert_arguments", "rgemma.convert:run_convert"),
 }
 
 EPILOG = """examples:
