@@ -20,6 +20,8 @@ COMMANDS = {
                    "rgemma.cli:add_perplexity_arguments", "rgemma.cli:run_perplexity"),
     "convert": ("convert DeepMind (torch, Flax) or HF checkpoints to an HF directory",
                 "rgemma.convert:add_convert_arguments", "rgemma.convert:run_convert"),
+    "serve": ("serve an OpenAI-compatible HTTP API with continuous batching",
+              "rgemma.server:add_serve_arguments", "rgemma.server:run_serve"),
 }
 
 EPILOG = """examples:
@@ -59,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     summary, add, run = COMMANDS[name]
     parser = argparse.ArgumentParser(prog=f"rgemma {name}", description=summary,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    _resolve(add)(parser)
+    try:
+        _resolve(add)(parser)
+    except ImportError as err:  # an optional extra is missing
+        print(f"rgemma {name}: error: {err}", file=sys.stderr)
+        return 1
     args = parser.parse_args(argv[1:])
     try:
         return int(_resolve(run)(args) or 0)
