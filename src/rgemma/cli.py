@@ -22,6 +22,8 @@ COMMANDS = {
                 "rgemma.convert:add_convert_arguments", "rgemma.convert:run_convert"),
     "serve": ("serve an OpenAI-compatible HTTP API with continuous batching",
               "rgemma.server:add_serve_arguments", "rgemma.server:run_serve"),
+    "train": ("fine-tune (full or LoRA) or train from scratch; torchrun + FSDP2 to scale out",
+              "rgemma.train:add_train_arguments", "rgemma.train:run_train"),
 }
 
 EPILOG = """examples:
