@@ -636,7 +636,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p = parser
     p.add_argument("--model", metavar="PATH", help="HF-format model directory or cached repo id "
                    "(default: the bundled model)")
-    p.add_argument("--data", metavar="FILE", nargs="+", required=True,
+    p.add_argument("--recipe", choices=["bundled"], default=None,
+                   help="a named recipe that fixes data, tokenizer, model and hyperparameters "
+                        "(bundled: the model shipped with rgemma; writes OUT/export)")
+    p.add_argument("--data", metavar="FILE", nargs="+",
                    help=".jsonl ({'text'} or {'messages'} records) or plain text "
                    "(documents separated by blank lines)")
     p.add_argument("--out", metavar="DIR", required=True, help="where checkpoints go")
@@ -699,6 +702,14 @@ def default_model_dir() -> str | None:
 
 def run_train(args: argparse.Namespace) -> int:
     """`rgemma train`: train, print the summary as JSON on stdout (rank 0), return 0."""
+    if args.recipe is None and not args.data:
+        print("rgemma train: error: --data FILE... is required (or --recipe)", file=sys.stderr)
+        return 2
+    if args.recipe is not None:
+        from .recipes import prepare
+
+        for key, value in prepare(args.recipe, args.out).items():
+            setattr(args, key, value)
     model = args.model
     if model is None and args.init_config is None and args.resume is None:
         model = default_model_dir()
@@ -712,6 +723,10 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"rgemma train: error: {err}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
+        if args.recipe is not None and summary.get("checkpoint"):
+            from .recipes import export
+
+            summary["export"] = str(export(summary["checkpoint"], Path(args.out) / "export"))
         print(json.dumps(summary))
     return 0
 
