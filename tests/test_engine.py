@@ -29,8 +29,24 @@ def test_greedy_engine_equals_argmax_of_full_forward(lm):
 def test_streaming_text_equals_decode_of_all_tokens(lm):
     model, tok = lm
     config = GenerationConfig(max_new_tokens=40, sampling=SamplingParams(temperature=1.5), seed=3, eos_ids=[])
-    steps = list(stream(model, tok, tok.encode("café"), config))
-    assert "".join(s.text for s in steps) == tok.decode([s.token_id for s in steps])
+    prompt = tok.encode("café")
+    steps = list(stream(model, tok, prompt, config))
+    text = "".join(s.text for s in steps)
+    assert tok.decode(prompt) + text == tok.decode(prompt + [s.token_id for s in steps])
+
+
+def test_continuation_keeps_the_space_after_the_prompt(lm):
+    """The stream continues the prompt's text: a new word after the prompt keeps its space."""
+    model, tok = lm
+    prompt = tok.encode("the quick brown")
+    config = GenerationConfig(max_new_tokens=6, sampling=SamplingParams(temperature=1.0), seed=2, eos_ids=[])
+    steps = list(stream(model, tok, prompt, config))
+    ids = [s.token_id for s in steps]
+    full, head = tok.decode(prompt + ids), tok.decode(prompt)
+    assert "".join(s.text for s in steps) == full[len(head):]
+    word = tok.encode(" hello", add_bos=False)[:1]  # the first piece of a new word: "▁..."
+    s = TextStream(tok, prompt=prompt)
+    assert s.push(word[0])[0].startswith(" ")
 
 
 def test_seeded_sampling_is_reproducible(lm):

@@ -147,6 +147,8 @@ Text streams to stdout; loading progress and a closing line of statistics go to 
                    help="save the state after the prompt, to continue from it later")
     p.add_argument("--load-state", metavar="FILE", default=None,
                    help="continue from a saved state; the prompt is appended to it")
+    p.add_argument("--no-echo", action="store_true",
+                   help="print only the new text (a PROMPT argument is otherwise printed first)")
 
 
 def run_generate(args) -> int:
@@ -159,7 +161,8 @@ def run_generate(args) -> int:
         raise ValueError("no prompt: give PROMPT, -f FILE, or - for stdin")
     generate(prompt, model=args.model, config=_generation_config(args), chat=args.chat,
              system=args.system, dtype=args.dtype, device=args.device,
-             save_state_path=args.save_state, load_state_path=args.load_state)
+             save_state_path=args.save_state, load_state_path=args.load_state,
+             echo=args.file is None and args.prompt != "-" and not args.chat and not args.no_echo)
     return 0
 
 

@@ -78,12 +78,13 @@ def read_prompt(prompt: str | None, file: str | None, stdin: TextIO = sys.stdin)
 def generate(prompt: str | None, *, model: str | None = None, config: GenerationConfig | None = None,
              chat: bool = False, system: str | None = None, dtype: str | None = None,
              device: str | None = None, save_state_path: str | None = None,
-             load_state_path: str | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
-             loaded=None) -> Stats:
+             load_state_path: str | None = None, echo: bool = False, out: TextIO = sys.stdout,
+             err: TextIO = sys.stderr, loaded=None) -> Stats:
     """Stream a completion of `prompt` to `out`; return statistics (also printed to `err`).
 
     With `load_state_path` the prompt continues a saved state (and may be empty); with
-    `save_state_path` the state after the prompt is saved before generating."""
+    `save_state_path` the state after the prompt is saved before generating. `echo` writes
+    the prompt first, so the output reads as one text."""
     config = config or GenerationConfig()
     lm, tok = loaded or load(model, dtype, device, err)
     state, logits, seen = None, None, []
@@ -101,7 +102,9 @@ def generate(prompt: str | None, *, model: str | None = None, config: Generation
     if save_state_path:
         save_state(save_state_path, state, lm, tokens=seen + ids, logits=logits)
         print(f"saved state after {int(state.count[0])} tokens to {save_state_path}", file=err)
-    _emit(stream(lm, tok, [], config, state, logits), out, stats)
+    if echo and prompt and not chat:
+        out.write(prompt)
+    _emit(stream(lm, tok, [], config, state, logits, prime=seen + ids), out, stats)
     print(stats.line(), file=err)
     return stats
 

@@ -35,8 +35,10 @@ class TextStream:
     """Per-row text: detokenize incrementally and hold back any tail that could begin a stop
     string. `push` returns (printable text, hit a stop string)."""
 
-    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = ()):
+    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = (), prompt: Sequence[int] = ()):
         self.detok = tokenizer.detokenizer()
+        if prompt:  # continue the prompt's text: "Once upon a time" + ", there was"
+            self.detok.prime(prompt)
         self.stop = [s for s in stop if s]
         self.held = ""
         self.stopped = False
@@ -92,11 +94,13 @@ class GenerationConfig:
 
 
 def stream(model, tokenizer: Tokenizer, prompt_ids: Sequence[int], config: GenerationConfig,
-           state: State | None = None, logits: torch.Tensor | None = None) -> Iterator[TextStep]:
+           state: State | None = None, logits: torch.Tensor | None = None,
+           prime: Sequence[int] = ()) -> Iterator[TextStep]:
     """Generate for one prompt, yielding a TextStep per token. `state` (advanced in place)
     continues an earlier prefix, in which case `prompt_ids` are the new tokens only; they may
-    be empty when `logits` (the next-token logits of that prefix, (1, V)) are given."""
-    for steps in _run(model, tokenizer, [list(prompt_ids)], config, state, logits):
+    be empty when `logits` (the next-token logits of that prefix, (1, V)) are given, and then
+    `prime` names the last ids read, so the text continues them with the right spacing."""
+    for steps in _run(model, tokenizer, [list(prompt_ids)], config, state, logits, [list(prime)]):
         if steps[0] is not None:
             yield steps[0]
 
@@ -127,8 +131,8 @@ def complete(model, tokenizer: Tokenizer, prompts: Sequence[Sequence[int]],
 
 
 def _run(model, tokenizer: Tokenizer, prompts: list[list[int]], config: GenerationConfig,
-         state: State | None, logits: torch.Tensor | None = None
-         ) -> Iterator[list[TextStep | None]]:
+         state: State | None, logits: torch.Tensor | None = None,
+         primes: list[list[int]] | None = None) -> Iterator[list[TextStep | None]]:
     """The batched loop: per step, a TextStep for each row still generating (else None)."""
     device = model.device
     if logits is not None and state is not None and not any(prompts):
@@ -145,7 +149,8 @@ def _run(model, tokenizer: Tokenizer, prompts: list[list[int]], config: Generati
     generator = None
     if config.seed is not None:
         generator = torch.Generator(device=device).manual_seed(config.seed)
-    streams = [TextStream(tokenizer, config.stop) for _ in prompts]
+    primes = [p or q for p, q in zip(prompts, primes or [[]] * len(prompts))]
+    streams = [TextStream(tokenizer, config.stop, p) for p in primes]
     prev = ids.masked_fill(mask == 0, PAD_ID) if mask is not None else ids
     stopper = _StopStrings(streams)
     for step in decode(model, logits, state, config.sampling, config.max_new_tokens, eos,
@@ -230,7 +235,7 @@ class ChatSession:
                                      None, self.state, self.config.prefill_chunk)
         self._after_prompt = (self.state.clone(), ids)
         reply, generated = "", []
-        for step in stream(self.model, self.tokenizer, [], self.config, self.state, logits):
+        for step in stream(self.model, self.tokenizer, [], self.config, self.state, logits, prime=ids):
             reply += step.text
             generated.append(step.token_id)
             yield step

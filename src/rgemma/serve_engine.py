@@ -332,7 +332,7 @@ class BatchEngine:
                 generator.seed()
             else:
                 generator.manual_seed((params.seed + j) % 2**64)
-        return _Row(request, index, TextStream(self.tokenizer, params.stop), generator, list(prompt))
+        return _Row(request, index, TextStream(self.tokenizer, params.stop, prompt), generator, list(prompt))
 
     def _decode(self) -> None:
         if not self._rows:

@@ -378,6 +378,13 @@ class StreamingDetokenizer:
         self._context_text = ""
         self._pending: list[int] = []
 
+    def prime(self, ids: Sequence[int]) -> None:
+        """Decode what follows `ids` (the prompt): its spacing then comes out as in a full
+        decode, e.g. the space before a continuation's first word."""
+        self._context = [int(i) for i in ids][-8:]
+        self._context_text = self.tokenizer.decode(self._context, self.skip_special_tokens)
+        self._pending = []
+
     def _holds(self, token_id: int) -> bool:
         """Whether a segment may not end after `token_id` (it could change earlier text)."""
         if self.tokenizer.is_byte_token(token_id):
