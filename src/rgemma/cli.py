@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (one-line summary, "module:function that adds arguments", "module:function that runs")
@@ -47,6 +48,9 @@ def _overview() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP threads that spin while waiting collapse (100x slower) when another process
+    # shares the cores; passive waiting costs little. Must be set before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_overview())

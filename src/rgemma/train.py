@@ -727,6 +727,7 @@ def run_train(args: argparse.Namespace) -> int:
             from .recipes import export
 
             summary["export"] = str(export(summary["checkpoint"], Path(args.out) / "export"))
+        summary.pop("losses", None)  # every step's loss is in --metrics; keep stdout short
         print(json.dumps(summary))
     return 0
 
