@@ -145,3 +145,14 @@ def test_save_is_atomic_and_keeps_other_files(model, tmp_path, monkeypatch):
     other.save_pretrained(target)
     assert (target / "tokenizer.json").exists()
     assert same_weights(other, load(target))
+
+
+def test_saved_files_get_ordinary_permissions(model, tmp_path):
+    """Temp dirs are private (0700); the finished directory must not stay that way."""
+    old = os.umask(0o022)
+    try:
+        model.save_pretrained(tmp_path / "m")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "m" / "model.safetensors").stat().st_mode & 0o777 == 0o644

@@ -296,6 +296,7 @@ class atomic_directory:
                 if not (self.tmp / old.name).exists() and not _is_weight_file(old):
                     copy = shutil.copytree if old.is_dir() else shutil.copy2
                     copy(old, self.tmp / old.name)
+        _default_permissions(self.tmp)
         backup = None
         if self.target.exists():
             backup = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
@@ -303,6 +304,20 @@ class atomic_directory:
         os.replace(self.tmp, self.target)
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode a plain open()/mkdir() would give under the current umask (temp files and
+    directories are created private, 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def _default_permissions(root: Path) -> None:
+    os.chmod(root, default_mode(directory=True))
+    for path in root.rglob("*"):
+        os.chmod(path, default_mode(directory=path.is_dir()))
 
 
 def _is_weight_file(path: Path) -> bool:

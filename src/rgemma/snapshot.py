@@ -21,6 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .checkpoint import default_mode
 from .state import AttentionState, RecurrentState, State, state_fingerprint
 
 FORMAT = "rgemma-state"
@@ -68,6 +69,7 @@ def save_state(path: str | Path, state: State, model, tokens: list[int] | None =
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, default_mode())  # mkstemp makes it private
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
