@@ -25,6 +25,8 @@ COMMANDS = {
               "rgemma.server:add_serve_arguments", "rgemma.server:run_serve"),
     "train": ("fine-tune (full or LoRA) or train from scratch; torchrun + FSDP2 to scale out",
               "rgemma.train:add_train_arguments", "rgemma.train:run_train"),
+    "bench": ("measure prefill/decode speed and memory against the machine's ceilings",
+              "rgemma.bench:add_bench_arguments", "rgemma.bench:run_bench_cli"),
 }
 
 EPILOG = """examples:

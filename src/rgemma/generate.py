@@ -44,13 +44,16 @@ def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None 
             and not attention_mask.bool().any(1).all():
         row = int((~attention_mask.bool().any(1)).nonzero()[0])
         raise ValueError(f"empty prompt: row {row} is all padding")
-    logits = None
-    for s in range(0, input_ids.shape[1], chunk_size):
+    T = input_ids.shape[1]
+    for s in range(0, T, chunk_size):
         mask = attention_mask[:, s:s + chunk_size] if attention_mask is not None else None
-        out = model(input_ids[:, s:s + chunk_size], attention_mask=mask, cache=state,
-                    use_cache=True, logits_to_keep=1)
-        state, logits = out.cache, out.logits[:, -1]
-    return logits, state
+        if s + chunk_size < T:  # only the last chunk needs logits: skip the LM head
+            state = model.model(input_ids[:, s:s + chunk_size], attention_mask=mask, cache=state,
+                                use_cache=True).cache
+            continue
+        out = model(input_ids[:, s:], attention_mask=mask, cache=state, use_cache=True,
+                    logits_to_keep=1)
+    return out.logits[:, -1], out.cache
 
 
 @torch.no_grad()
@@ -81,9 +84,7 @@ def decode(model, logits: torch.Tensor, state: State, params: SamplingParams,
         active = active & ~is_eos
         if last or not active.any():
             return
-        out = model(tokens[:, None], attention_mask=active[:, None].long(), cache=state,
-                    use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1]
+        logits = model.decode_step(tokens, active, state)  # trusted inputs: no validation
 
 
 def generate(model, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,

@@ -12,6 +12,7 @@ and returns its output and the updated layer state: no state lives on modules.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +27,18 @@ from .state import AttentionState, RecurrentState, State
 
 MIN_LOGIT = -2.3819763e38  # DeepMind's mask value: finite, so an all-masked row stays NaN-free
 MAX_SQRT_GRADIENT = 1000.0
-SCAN_IMPL = "fast"  # "ref" for the plain loop; tests force either way
+SCAN_IMPL = "fast"  # rgemma.scan.rnn_scan impl: "ref" (the loop), "fast", "triton"; speed.use_scan
 ATTENTION_BLOCK = 512  # queries per block of local attention: memory O(T * (W + block))
+ATTENTION_IMPL = "sdpa"  # attend() impl for multi-token calls: "ref" or "sdpa"; speed.use_attention
+
+
+def per_call(tok: Tokens, key, make):
+    """A mask or table that every layer of one call shares (RoPE, ring masks, conv taps):
+    computed by the first layer that asks, then reused."""
+    memo = tok.__dict__.setdefault("_memo", {})
+    if key not in memo:
+        memo[key] = make()
+    return memo[key]
 
 
 class RMSNorm(nn.Module):
@@ -73,17 +84,36 @@ def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, windo
     """
     K = weight.shape[-1]
     ext = torch.cat([window.to(x.dtype), x], dim=1)  # (B, K-1+T, E)
+    if x.shape[1] == 1:
+        return _conv_step(ext, weight, bias, window, tok)
     if tok.any_pad:
         ext = _pads_first(ext, tok.n_pad, K - 1)
     T = x.shape[1]
+    # Masks only matter near a document start or padding; most prefill chunks have neither.
+    masked = per_call(tok, ("conv masked", K), lambda: bool(
+        (~tok.real | (tok.count - (K - 1) < tok.doc_start)).any()))
     out = bias.to(x.dtype).expand_as(x)
     for j in range(K):  # tap j multiplies the input j tokens back
         tap = ext[:, K - 1 - j: K - 1 - j + T] * weight[:, 0, K - 1 - j]
-        if j:
+        if j and masked:
             ok = (tok.count - j >= tok.doc_start) & tok.real
             tap = tap * ok[..., None].to(x.dtype)
         out = out + tap
     return out, ext[:, T:]
+
+
+def _conv_step(ext, weight, bias, window, tok: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row: the K taps as one masked weighted sum; a pad row keeps its window."""
+    K = weight.shape[-1]
+
+    def taps():  # (B, K, 1): tap i reaches K-1-i tokens back
+        back = torch.arange(K - 1, -1, -1, device=ext.device)
+        ok = (tok.count[:, :1] - back >= tok.doc_start[:, :1]) & tok.real[:, :1] | (back == 0)
+        return ok[..., None].to(ext.dtype)
+
+    out = (ext * per_call(tok, ("conv", K, ext.dtype), taps) * weight[:, 0].t()).sum(1, keepdim=True)
+    new_window = torch.where(tok.real[:, :, None], ext[:, 1:], window.to(ext.dtype))
+    return out + bias.to(ext.dtype), new_window
 
 
 def _pads_first(ext: torch.Tensor, n_pad: torch.Tensor, n_state: int) -> torch.Tensor:
@@ -107,6 +137,10 @@ class SqrtBoundDerivative(torch.autograd.Function):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         return grad / torch.sqrt(torch.clamp(4.0 * x, min=1 / MAX_SQRT_GRADIENT**2))
+
+
+def _bounded_sqrt(x: torch.Tensor) -> torch.Tensor:
+    return SqrtBoundDerivative.apply(x) if x.requires_grad else torch.sqrt(x)
 
 
 class RGLRU(nn.Module):
@@ -133,7 +167,7 @@ class RGLRU(nn.Module):
         gate_a = self._gate(x, self.recurrent_gate_weight, self.recurrent_gate_bias)
         log_a = -8.0 * gate_a * F.softplus(self.recurrent_param)
         a = torch.exp(log_a)
-        multiplier = SqrtBoundDerivative.apply(1 - torch.exp(2 * log_a))
+        multiplier = _bounded_sqrt(1 - torch.exp(2 * log_a))
         reset, real = tok.reset[..., None], tok.real[..., None]
         multiplier = torch.where(reset, 1.0, multiplier)  # a document starts afresh: h = x
         a = torch.where(reset, 0.0, a)
@@ -171,19 +205,26 @@ class RecurrentBlock(nn.Module):
 
 
 # --------------------------------------------------------------------------- local attention
-def apply_rope(x: torch.Tensor, pos: torch.Tensor, theta: float, fraction: float) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, pos: torch.Tensor, theta: float, fraction: float,
+               table: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """RoPE on the first `fraction` of each head (DeepMind: halves of the rotated part).
 
-    x: (B, T, heads, Dh); pos: (B, T)."""
+    x: (B, T, heads, Dh); pos: (B, T); `table` is rope_table(...) when already computed."""
     rot = int(x.shape[-1] * fraction)
     if rot == 0:
         return x
+    sin, cos = table if table is not None else rope_table(pos, rot, theta, x.dtype)
     x_rope, x_pass = x[..., :rot], x[..., rot:]
-    inv_freq = 1.0 / theta ** (torch.arange(rot // 2, device=x.device, dtype=torch.float32) * 2 / rot)
-    angle = pos[..., None, None].float() * inv_freq  # (B, T, 1, rot/2)
-    sin, cos = torch.sin(angle).to(x.dtype), torch.cos(angle).to(x.dtype)
     first, second = x_rope.chunk(2, dim=-1)
     return torch.cat([first * cos - second * sin, second * cos + first * sin, x_pass], dim=-1)
+
+
+def rope_table(pos: torch.Tensor, rot: int, theta: float, dtype: torch.dtype
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sin, cos), each (B, T, 1, rot/2), for the rotated `rot` dims of a head."""
+    inv_freq = 1.0 / theta ** (torch.arange(rot // 2, device=pos.device, dtype=torch.float32) * 2 / rot)
+    angle = pos[..., None, None].float() * inv_freq
+    return torch.sin(angle).to(dtype), torch.cos(angle).to(dtype)
 
 
 def ring_counts(count0: torch.Tensor, W: int) -> torch.Tensor:
@@ -194,9 +235,20 @@ def ring_counts(count0: torch.Tensor, W: int) -> torch.Tensor:
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-           scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multi-query attention with fp32 softmax. q: (B, Tq, H, Dh); k, v: (B, S, Hkv, Dh);
-    mask: (B, Tq, S) bool. Returns (out (B, Tq, H*Dh), probs (B, H, Tq, S))."""
+           scale: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Multi-query attention through ATTENTION_IMPL: "ref" is attend_ref; "sdpa" is torch's
+    fused kernel, which keeps the scores in fp32 and never materialises them (probs: None).
+    A row with no visible key attends uniformly to every key in both, so padding stays finite."""
+    if ATTENTION_IMPL == "sdpa":
+        return _attend_sdpa(q, k, v, mask, scale), None
+    return attend_ref(q, k, v, mask, scale)
+
+
+def attend_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+               scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepMind's attention: scores in the model dtype, masked, fp32 softmax.
+    q: (B, Tq, H, Dh); k, v: (B, S, Hkv, Dh); mask: (B, Tq, S) bool.
+    Returns (out (B, Tq, H*Dh), probs (B, H, Tq, S))."""
     B, Tq, H, Dh = q.shape
     Hkv = k.shape[2]
     G = H // Hkv  # query heads per key/value head
@@ -207,6 +259,15 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     out = torch.matmul(probs.view(B, Hkv, G * Tq, -1), v.transpose(1, 2))  # (B, Hkv, G*Tq, Dh)
     out = out.view(B, Hkv, G, Tq, Dh).permute(0, 3, 1, 2, 4).reshape(B, Tq, H * Dh)
     return out, probs.view(B, H, Tq, -1)
+
+
+def _attend_sdpa(q, k, v, mask, scale) -> torch.Tensor:
+    B, Tq, H, Dh = q.shape
+    mask = mask | ~mask.any(-1, keepdim=True)  # as the reference: an empty row sees every key
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                         attn_mask=mask[:, None], scale=scale,
+                                         enable_gqa=k.shape[2] != H)  # (B, H, Tq, Dh)
+    return out.transpose(1, 2).reshape(B, Tq, H * Dh)
 
 
 class LocalAttention(nn.Module):
@@ -228,10 +289,13 @@ class LocalAttention(nn.Module):
     def forward(self, x: torch.Tensor, tok: Tokens, state: AttentionState | None,
                 need_probs: bool = False) -> tuple[torch.Tensor, AttentionState | None, torch.Tensor | None]:
         B, T, _ = x.shape
+        rot = int(self.head_dim * self.rope_fraction)
+        table = per_call(tok, ("rope", rot, self.theta, x.dtype),
+                         lambda: rope_table(tok.pos, rot, self.theta, x.dtype))
         q = apply_rope(self.q_proj(x).view(B, T, self.heads, self.head_dim), tok.pos,
-                       self.theta, self.rope_fraction)
+                       self.theta, self.rope_fraction, table)
         k = apply_rope(self.k_proj(x).view(B, T, self.kv_heads, self.head_dim), tok.pos,
-                       self.theta, self.rope_fraction)
+                       self.theta, self.rope_fraction, table)
         v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim)
         if T == 1 and tok.has_state and not need_probs:
             out, state = self._decode_step(q, k, v, tok, state)
@@ -258,7 +322,8 @@ class LocalAttention(nn.Module):
             lo = 0 if need_probs else max(0, s + R - W - tok.max_pad)
             hi = e + R
             mask = _visible(kc[:, lo:hi], tok.count[:, s:e], tok.doc_start[:, s:e], W)
-            out, p = attend(q[:, s:e], k[:, lo:hi], v[:, lo:hi], mask, self.head_dim**-0.5)
+            out, p = (attend_ref if need_probs else attend)(q[:, s:e], k[:, lo:hi], v[:, lo:hi],
+                                                            mask, self.head_dim**-0.5)
             outs.append(out)
             if need_probs:
                 probs[:, :, s:e, lo:hi] = p
@@ -276,20 +341,40 @@ class LocalAttention(nn.Module):
         return AttentionState(k=new_k, v=new_v)
 
     def _decode_step(self, q, k, v, tok: Tokens, state: AttentionState):
-        """One token per row against the ring; writes the ring in place (O(1) per step)."""
-        W = self.window
-        slot_count = ring_counts(tok.count0, W)  # (B, W)
-        keys_ok = (slot_count >= tok.doc_start[:, :1]) & (slot_count >= 0)
-        mask = torch.cat([keys_ok, tok.real[:, :1]], dim=1)[:, None]  # (B, 1, W+1)
-        keys = torch.cat([state.k, k], dim=1)
-        values = torch.cat([state.v, v], dim=1)
-        out, _ = attend(q, keys, values, mask, self.head_dim**-0.5)
-        rows = torch.arange(q.shape[0], device=q.device)
-        slot = torch.remainder(tok.count0, W)
-        keep = tok.real[:, 0, None, None]
-        state.k[rows, slot] = torch.where(keep, k[:, 0], state.k[rows, slot])
-        state.v[rows, slot] = torch.where(keep, v[:, 0], state.v[rows, slot])
-        return out, state
+        """One token per row against [ring, new key] (W+1 keys) without copying the ring,
+        then the new key overwrites the oldest slot in place: O(1) work and memory per step."""
+        B, _, H, Dh = q.shape
+        Hkv, W = self.kv_heads, self.window
+        step = per_call(tok, ("ring", W), lambda: _ring_step(tok, W))
+        qg = q.view(B, Hkv, H // Hkv, Dh)
+        scores = torch.cat([torch.matmul(qg, state.k.permute(0, 2, 3, 1)),  # (B, Hkv, G, W)
+                            torch.matmul(qg, k.view(B, Hkv, Dh, 1))], dim=-1) * Dh**-0.5
+        probs = torch.softmax(scores.masked_fill(step.hidden, MIN_LOGIT).float(), -1).to(q.dtype)
+        out = torch.matmul(probs[..., :W], state.v.transpose(1, 2))  # (B, Hkv, G, Dh)
+        out = out.addcmul_(probs[..., W:], v.view(B, Hkv, 1, Dh))
+        for ring, new in ((state.k, k), (state.v, v)):
+            ring[step.rows, step.slot] = torch.where(step.keep, new[:, 0], ring[step.rows, step.slot])
+        return out.view(B, 1, H * Dh), state
+
+
+@dataclass
+class _RingStep:
+    """What every attention layer of a one-token call needs: which keys it sees and where the
+    new key goes."""
+
+    hidden: torch.Tensor  # (B, 1, 1, W+1) bool: key masked out ([ring slots, new key])
+    rows: torch.Tensor  # (B,)
+    slot: torch.Tensor  # (B,) ring slot of the new key
+    keep: torch.Tensor  # (B, 1, 1) bool: the row's token is real, so it is written
+
+
+def _ring_step(tok: Tokens, W: int) -> _RingStep:
+    slot_count = ring_counts(tok.count0, W)  # (B, W)
+    seen = (slot_count >= tok.doc_start[:, :1]) & (slot_count >= 0)
+    visible = torch.cat([seen, tok.real[:, :1]], dim=1)
+    rows = torch.arange(tok.count0.shape[0], device=tok.count0.device)
+    return _RingStep(~visible[:, None, None], rows, torch.remainder(tok.count0, W),
+                     tok.real[:, 0, None, None])
 
 
 def _gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -373,6 +458,8 @@ class RecurrentGemmaModel(PreTrainedMixin, nn.Module):
         self.layers = nn.ModuleList(ResidualBlock(config, kind) for kind in config.layers_block_type)
         self.final_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.gradient_checkpointing = False
+        with torch.device("cpu"):  # a plain float (torch.compile sees a constant), also on meta
+            self.embedding_scale = config.embedding_scale
         init_weights(self, config)
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache_position=None,
@@ -412,6 +499,26 @@ class RecurrentGemmaModel(PreTrainedMixin, nn.Module):
                                hidden_states=tuple(hidden) if output_hidden_states else None,
                                attentions=tuple(attentions) if output_attentions else None)
 
+    def step(self, input_ids: torch.Tensor, active: torch.Tensor, cache: State) -> torch.Tensor:
+        """One token per row, for a decode loop whose inputs are already valid: no validation
+        and no host synchronisation. input_ids: (B,) ids; active: (B,) bool, False feeds the
+        row as padding. Returns the final-norm hidden state (B, D).
+
+        Updates `cache` in place without replacing any of its tensors, so a compiled or
+        CUDA-graph-captured step can hold on to them. Equals forward(input_ids[:, None],
+        attention_mask=active[:, None], cache=cache)."""
+        tok = step_tokens(cache, active)
+        x = self.embed_tokens(input_ids)[:, None] * self.embedding_scale  # (B, 1, D)
+        for layer, layer_state in zip(self.layers, cache.layers):
+            x, new_state, _ = layer(x, tok, layer_state)
+            if new_state is not layer_state:  # keep the state's storage: copy the new values in
+                for name, t in vars(new_state).items():
+                    getattr(layer_state, name).copy_(t)
+        cache.next_pos.copy_(torch.where(active, tok.pos[:, 0] + 1, cache.next_pos))
+        cache.doc_start.copy_(tok.doc_start[:, 0])
+        cache.count.add_(active)  # last: tok.count0 is this very tensor
+        return self.final_norm(x)[:, 0]
+
     def _run_layer(self, layer, x, tok, layer_state, need_probs):
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             from torch.utils.checkpoint import checkpoint
@@ -433,7 +540,7 @@ class RecurrentGemmaModel(PreTrainedMixin, nn.Module):
                 raise ValueError(f"inputs_embeds must have shape (batch, seq_len>0, {D}), got {shape}")
             x = inputs_embeds
         # Scale by sqrt(D) rounded to bfloat16, as in training (50.5 for D=2560, not 50.596).
-        return x * self.config.embedding_scale
+        return x * self.embedding_scale
 
     def _check_cache(self, cache: State | None, x: torch.Tensor) -> None:
         if cache is None:
@@ -445,6 +552,18 @@ class RecurrentGemmaModel(PreTrainedMixin, nn.Module):
             if t.dtype != x.dtype or t.device != x.device:
                 raise ValueError(f"cache holds {t.dtype} on {t.device} but the model runs "
                                  f"{x.dtype} on {x.device}; use cache.to(...)")
+
+
+def step_tokens(state: State, active: torch.Tensor) -> Tokens:
+    """positions.make_tokens for one trusted token per row, continuing `state`, with no host
+    synchronisation (tests check the two agree). active: (B,) bool; False marks padding."""
+    real = active[:, None]
+    count = torch.where(real, state.count[:, None], -1)
+    pos = torch.where(real, state.next_pos[:, None], 0)
+    reset = real & (pos == 0)
+    doc_start = torch.where(reset, count, state.doc_start[:, None])
+    return Tokens(pos, real, reset, count, doc_start, state.count, (~active).long(),
+                  any_pad=True, has_state=True)  # any_pad: pads are possible, never checked
 
 
 class RecurrentGemmaForCausalLM(PreTrainedMixin, nn.Module):
@@ -481,6 +600,13 @@ class RecurrentGemmaForCausalLM(PreTrainedMixin, nn.Module):
         result = CausalLMOutput(loss=loss, logits=logits, cache=out.cache,
                                 hidden_states=out.hidden_states, attentions=out.attentions)
         return result.to_tuple() if return_dict is False else result
+
+    def decode_step(self, input_ids: torch.Tensor, active: torch.Tensor, cache: State) -> torch.Tensor:
+        """One decode step: (B,) token ids, (B,) bool active rows -> soft-capped logits (B, V).
+        See RecurrentGemmaModel.step: no validation, no host sync, `cache` updated in place.
+        rgemma.speed swaps this for a compiled or CUDA-graph version from outside."""
+        return soft_cap(self.lm_head(self.model.step(input_ids, active, cache)),
+                        self.config.logits_soft_cap)
 
 
 def soft_cap(logits: torch.Tensor, cap: float) -> torch.Tensor:

@@ -1,17 +1,22 @@
-"""The linear recurrence h_t = a_t * h_{t-1} + x_t, behind one function with two implementations.
+"""The linear recurrence h_t = a_t * h_{t-1} + x_t: one function, several implementations.
 
 `rnn_scan(x, a, h0, impl="ref")` is the specification: a plain loop over time. `impl="fast"`
-(the default) computes the same thing without a Python loop over tokens: a log-depth
-(Hillis-Steele) scan inside blocks of `BLOCK` tokens, then one carry per block, with a
-hand-written backward that is itself a reversed scan, so training memory stays O(T*E).
+(the default) computes the same thing without a Python loop over tokens: the sequence is cut
+into about sqrt(T) blocks of about sqrt(T) tokens, every block is scanned at once (one
+vectorised step per position in a block), then one carry passes from block to block. That is
+O(sqrt(T)) vectorised steps and a few passes over the data, where a log-depth scan makes
+log(T) full passes; the backward is itself a reversed scan, so training memory stays O(T*E).
+`impl="triton"` runs Triton kernels (rgemma.scan_triton) for GPUs.
 Both accumulate in float32 whatever the input dtype, as DeepMind's reference does.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-BLOCK = 64  # tokens per block of the fast scan; log2(BLOCK) vectorised steps per block
+BLOCK = 64  # most tokens per block of the fast scan (a block takes one step per token)
 
 
 def rnn_scan(x: torch.Tensor, a: torch.Tensor, h0: torch.Tensor | None = None,
@@ -26,7 +31,11 @@ def rnn_scan(x: torch.Tensor, a: torch.Tensor, h0: torch.Tensor | None = None,
         return rnn_scan_ref(x, a, h0)
     if impl == "fast":
         return rnn_scan_fast(x, a, h0)
-    raise ValueError(f"unknown scan impl {impl!r}; expected 'ref' or 'fast'")
+    if impl == "triton":
+        from .scan_triton import rnn_scan_triton  # imports triton: only when asked for
+
+        return rnn_scan_triton(x, a, h0)
+    raise ValueError(f"unknown scan impl {impl!r}; expected 'ref', 'fast' or 'triton'")
 
 
 def rnn_scan_ref(x: torch.Tensor, a: torch.Tensor, h0: torch.Tensor | None = None
@@ -43,7 +52,7 @@ def rnn_scan_ref(x: torch.Tensor, a: torch.Tensor, h0: torch.Tensor | None = Non
 
 def rnn_scan_fast(x: torch.Tensor, a: torch.Tensor, h0: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loop-free over tokens (log-depth within blocks); exact same maths as the reference."""
+    """No loop over tokens: O(sqrt(T)) vectorised steps; the same maths as the reference."""
     x, a = x.float(), a.float()
     if h0 is None:
         h0 = torch.zeros_like(x[:, 0])
@@ -77,29 +86,20 @@ class _LinearScan(torch.autograd.Function):
 
 
 def _scan_forward(x: torch.Tensor, a: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-    """Blocked scan: in-block log-depth scan, then a carry from block to block."""
+    """Blocked scan: every block scanned at once from a zero carry, then the carries."""
     B, T, E = x.shape
-    n = -(-T // BLOCK)
-    pad = n * BLOCK - T
-    if pad:  # padding steps are a=1, x=0: they leave h unchanged
-        x = torch.cat([x, x.new_zeros(B, pad, E)], dim=1)
-        a = torch.cat([a, a.new_ones(B, pad, E)], dim=1)
-    xb, ab = _block_scan(x.view(B, n, BLOCK, E), a.view(B, n, BLOCK, E))
-    # xb: in-block prefix sums (h with zero carry); ab: in-block prefix products of a.
-    out = torch.empty_like(xb)
+    L = min(BLOCK, math.isqrt(T - 1) + 1)  # tokens per block
+    n = -(-T // L)
+    # Float32 working copies, padded with steps that leave h unchanged (a=1, x=0).
+    xb = x.new_zeros(B, n * L, E, dtype=torch.float32)
+    ab = a.new_ones(B, n * L, E, dtype=torch.float32)
+    xb[:, :T], ab[:, :T] = x, a
+    xb, ab = xb.view(B, n, L, E), ab.view(B, n, L, E)
+    for i in range(1, L):  # in-block prefix: h with zero carry, and the product of a
+        xb[:, :, i].addcmul_(ab[:, :, i], xb[:, :, i - 1])
+        ab[:, :, i].mul_(ab[:, :, i - 1])
     carry = h0
-    for i in range(n):  # one step per block, not per token
-        out[:, i] = torch.addcmul(xb[:, i], ab[:, i], carry[:, None])
-        carry = out[:, i, -1]
-    return out.view(B, n * BLOCK, E)[:, :T]
-
-
-def _block_scan(x: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hillis-Steele inclusive scan along dim 2 of the pair (a, x) under composition."""
-    step = 1
-    while step < x.shape[2]:
-        x = torch.cat([x[:, :, :step], torch.addcmul(x[:, :, step:], a[:, :, step:],
-                                                     x[:, :, :-step])], dim=2)
-        a = torch.cat([a[:, :, :step], a[:, :, step:] * a[:, :, :-step]], dim=2)
-        step *= 2
-    return x, a
+    for j in range(n):  # the carry into block j is block j-1's last h
+        xb[:, j].addcmul_(ab[:, j], carry[:, None])
+        carry = xb[:, j, -1]
+    return xb.view(B, n * L, E)[:, :T]

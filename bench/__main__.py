@@ -1,0 +1,5 @@
+"""`python -m bench ...`: the same as `rgemma bench ...` (see rgemma.bench)."""
+
+from rgemma.bench import main
+
+raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""Speed switches, applied from outside the model, one call each.
+
+- `set_threads(n)`: intra-op CPU threads.
+- `use_scan(impl)`: the RG-LRU scan every model uses ("fast", "ref", or "triton" on a GPU).
+- `matvec_linears(model)`: single-row products (batch-1 decode) through torch.addmv, which
+  streams bf16 weights ~1.25x faster than the GEMM path F.linear takes on CPUs.
+- `use_attention(impl)`: prefill attention, "sdpa" (torch's fused kernel, the default) or
+  "ref" (DeepMind's computation, which rounds the scores to the model dtype).
+- `compile_decode_step(model)`: `torch.compile` of the one-token decode step.
+- `static_decode_step(model)`: the decode step on fixed input/output buffers; on CUDA it is
+  captured once per State as a CUDA graph and replayed (one launch per token).
+
+The decode loop (`rgemma.generate.decode`) calls `model.decode_step(ids, active, state)`;
+the switches replace that attribute on the instance, and `plain_decode_step(model)` puts the
+model's own method back. That method is the reference every switch is tested against
+(tests/test_speed.py).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from torch import nn
+
+from .state import State
+
+
+def set_threads(n: int | None) -> int:
+    """Use `n` intra-op CPU threads (None leaves torch's default); returns the count in force."""
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"threads must be at least 1, got {n}")
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+class MatVecLinear(nn.Linear):
+    """An nn.Linear (same parameters, same state_dict) whose one-row inputs go through
+    torch.addmv / torch.mv: on CPUs that kernel reads a bf16 weight at close to memory speed,
+    where F.linear's GEMM path does not. Other inputs take F.linear."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() != x.shape[-1]:
+            return super().forward(x)
+        row = x.reshape(-1)
+        y = torch.mv(self.weight, row) if self.bias is None else torch.addmv(self.bias, self.weight, row)
+        return y.view(*x.shape[:-1], -1)
+
+
+def matvec_linears(model, enable: bool = True):
+    """Switch every nn.Linear of `model` to MatVecLinear (or back, with enable=False), in place:
+    only the class changes, no tensor is copied. Returns the model."""
+    old, new = (nn.Linear, MatVecLinear) if enable else (MatVecLinear, nn.Linear)
+    for module in model.modules():
+        if type(module) is old:
+            module.__class__ = new
+    return model
+
+
+def use_scan(impl: str) -> str:
+    """Make every model run the RG-LRU scan `impl` (see rgemma.scan.rnn_scan); returns the
+    previous choice. "triton" needs the model on a CUDA device."""
+    from . import model as model_module
+
+    if impl not in ("fast", "ref", "triton"):
+        raise ValueError(f"unknown scan impl {impl!r}; expected 'fast', 'ref' or 'triton'")
+    previous, model_module.SCAN_IMPL = model_module.SCAN_IMPL, impl
+    return previous
+
+
+def use_attention(impl: str) -> str:
+    """Make every model's multi-token attention use `impl` (see rgemma.model.attend);
+    returns the previous choice."""
+    from . import model as model_module
+
+    if impl not in ("sdpa", "ref"):
+        raise ValueError(f"unknown attention impl {impl!r}; expected 'sdpa' or 'ref'")
+    previous, model_module.ATTENTION_IMPL = model_module.ATTENTION_IMPL, impl
+    return previous
+
+
+def plain_decode_step(model):
+    """Undo the switches below: `model.decode_step` is the model's own method again."""
+    model.__dict__.pop("decode_step", None)
+    return model
+
+
+def _eager_step(model):
+    return functools.partial(type(model).decode_step, model)
+
+
+def compile_decode_step(model, mode: str | None = None, backend: str = "inductor"):
+    """Replace `model.decode_step` with a `torch.compile`d one, compiled on its first call
+    (and again for a new batch size). `mode="reduce-overhead"` adds CUDA graphs on a GPU;
+    `backend="aot_eager"` traces without generating code (what the CPU tests use).
+    Returns the model."""
+    model.decode_step = torch.compile(_eager_step(model), mode=mode, backend=backend,
+                                      dynamic=False)
+    return model
+
+
+def static_decode_step(model, cuda_graph: bool | None = None):
+    """Replace `model.decode_step` with a StaticDecodeStep (CUDA graph on CUDA by default).
+    Returns the model."""
+    model.decode_step = StaticDecodeStep(model, cuda_graph)
+    return model
+
+
+class StaticDecodeStep:
+    """`model.decode_step` on fixed buffers: token ids and the active mask are copied into
+    static tensors, the step updates the State in place (it never replaces a state tensor),
+    and the logits land in one output tensor, overwritten by the next call.
+
+    That is what a CUDA graph needs. With `cuda_graph` (default: when the model is on CUDA)
+    the step is captured the first time it sees a State and replayed while that State comes
+    back; a different State (a new generation) is captured afresh. Warm-up runs go to a
+    clone, so capturing never advances the caller's State.
+    """
+
+    def __init__(self, model, cuda_graph: bool | None = None, warmup: int = 2):
+        device = next(model.parameters()).device
+        self.step = _eager_step(model)
+        self.cuda_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
+        if self.cuda_graph and device.type != "cuda":
+            raise ValueError("a CUDA graph needs the model on a CUDA device")
+        self.warmup = warmup
+        self.state: State | None = None
+        self.graph = None
+
+    def __call__(self, input_ids: torch.Tensor, active: torch.Tensor, state: State) -> torch.Tensor:
+        if state is not self.state:
+            self._bind(state)
+        self.ids.copy_(input_ids)
+        self.active.copy_(active)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.logits = self.step(self.ids, self.active, self.state)
+        return self.logits
+
+    def _bind(self, state: State) -> None:
+        B, device = state.batch_size, state.device
+        self.state = state
+        self.ids = torch.zeros(B, dtype=torch.long, device=device)
+        self.active = torch.ones(B, dtype=torch.bool, device=device)
+        self.graph = self._capture() if self.cuda_graph else None
+
+    def _capture(self):
+        scratch = self.state.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(self.warmup):
+                self.step(self.ids, self.active, scratch)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.logits = self.step(self.ids, self.active, self.state)
+        return graph

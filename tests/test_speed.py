@@ -1,0 +1,240 @@
+"""The decode step and every speed switch equal the plain forward (values and state).
+
+- model.decode_step (no validation, no host sync, state storage kept) == forward(T=1);
+- step_tokens == positions.make_tokens for one token per row;
+- StaticDecodeStep (fixed buffers; a CUDA graph on a GPU) == decode_step;
+- compile_decode_step == decode_step (traced with the aot_eager backend: inductor's C++
+  build takes minutes on a small CPU; RGEMMA_SLOW_TESTS=1 runs it too);
+- the benchmark's roofline counts and a tiny in-process run.
+"""
+
+import os
+
+import pytest
+import torch
+
+from conftest import random_model, tiny_config
+from rgemma import State, bench, speed
+from rgemma.bench import decode_flops, linear_params, prefill_flops, run_bench
+from rgemma.config import RecurrentGemmaConfig
+from rgemma.generate import prefill
+from rgemma.model import step_tokens
+from rgemma.positions import make_tokens
+
+
+def _prefilled(model, B=3, T=9, seed=0):
+    """A state after a left-padded prompt, with one row restarted at position 0 mid-way."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 97, (B, T), generator=g)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[1, :4] = 0
+    logits, state = prefill(model, ids, mask)
+    state.next_pos[2] = 0  # row 2's next token starts a new document
+    return logits, state
+
+
+def _steps(g, B, n):
+    ids = torch.randint(0, 97, (n, B), generator=g)
+    active = torch.rand(n, B, generator=g) > 0.25
+    return ids, active
+
+
+def test_step_tokens_equal_make_tokens(config):
+    model = random_model()
+    _, state = _prefilled(model)
+    active = torch.tensor([True, False, True])
+    ours = step_tokens(state, active)
+    ref = make_tokens(config, 3, 1, torch.device("cpu"), active[:, None].long(), None, state)
+    for name in ("pos", "real", "reset", "count", "doc_start", "count0", "n_pad"):
+        torch.testing.assert_close(getattr(ours, name), getattr(ref, name), msg=name)
+    assert ours.has_state
+
+
+def test_decode_step_equals_forward_across_the_window():
+    model = random_model()
+    _, state = _prefilled(model)
+    ref_state = state.clone()
+    ptrs = [t.data_ptr() for t in state.tensors().values()]
+    ids, active = _steps(torch.Generator().manual_seed(1), 3, 12)  # window is 6: wraps twice
+    for tok, act in zip(ids, active):
+        with torch.no_grad():
+            logits = model.decode_step(tok, act, state)
+            ref = model(tok[:, None], attention_mask=act[:, None].long(), cache=ref_state).logits[:, -1]
+        torch.testing.assert_close(logits[act], ref[act], rtol=1e-5, atol=1e-5)
+    for name, t in state.tensors().items():
+        torch.testing.assert_close(t, ref_state.tensors()[name], rtol=1e-5, atol=1e-5, msg=name)
+    assert [t.data_ptr() for t in state.tensors().values()] == ptrs  # updated in place
+
+
+def test_decode_step_equals_full_forward():
+    model = random_model(tiny_config(block_types=("attention", "recurrent")))
+    ids = torch.randint(0, 97, (2, 15))
+    full = model(ids).logits
+    logits, state = prefill(model, ids[:, :3])
+    active = torch.ones(2, dtype=torch.bool)
+    with torch.no_grad():
+        for t in range(3, 15):
+            torch.testing.assert_close(logits, full[:, t - 1], rtol=1e-5, atol=1e-5)
+            logits = model.decode_step(ids[:, t], active, state)
+
+
+def _run_steps(model, state, ids, active):
+    with torch.no_grad():
+        return torch.stack([model.decode_step(t, a, state).clone() for t, a in zip(ids, active)])
+
+
+def test_static_decode_step_equals_plain_step():
+    model = random_model()
+    _, state = _prefilled(model)
+    other = state.clone()
+    ids, active = _steps(torch.Generator().manual_seed(2), 3, 8)
+    ref = _run_steps(model, other.clone(), ids, active)
+    speed.static_decode_step(model)
+    try:
+        torch.testing.assert_close(_run_steps(model, state, ids, active), ref)
+        torch.testing.assert_close(_run_steps(model, other, ids, active), ref)  # rebinds
+    finally:
+        speed.plain_decode_step(model)
+    assert "decode_step" not in model.__dict__
+
+
+def test_static_decode_step_refuses_a_cuda_graph_on_cpu():
+    with pytest.raises(ValueError, match="CUDA"):
+        speed.StaticDecodeStep(random_model(), cuda_graph=True)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compiled_decode_step_equals_eager(backend):
+    if backend == "inductor" and not os.environ.get("RGEMMA_SLOW_TESTS"):
+        pytest.skip("inductor compiles C++ for minutes on a small CPU; set RGEMMA_SLOW_TESTS=1")
+    model = random_model()
+    _, state = _prefilled(model)
+    ref_state = state.clone()
+    ids, active = _steps(torch.Generator().manual_seed(3), 3, 5)
+    ref = _run_steps(model, ref_state, ids, active)
+    speed.compile_decode_step(model, backend=backend)
+    try:
+        torch.testing.assert_close(_run_steps(model, state, ids, active), ref, rtol=1e-5, atol=1e-5)
+    finally:
+        speed.plain_decode_step(model)
+    for name, t in state.tensors().items():
+        torch.testing.assert_close(t, ref_state.tensors()[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_generate_with_a_switched_step_is_unchanged():
+    model = random_model()
+    prompt = torch.randint(0, 97, (2, 5))
+    ref = model.generate(prompt, max_new_tokens=10, eos_token_id=[])
+    speed.static_decode_step(model)
+    try:
+        assert torch.equal(model.generate(prompt, max_new_tokens=10, eos_token_id=[]), ref)
+    finally:
+        speed.plain_decode_step(model)
+
+
+def test_use_scan_switches_every_model():
+    model = random_model()
+    ids = torch.randint(0, 97, (2, 9))
+    ref = model(ids).logits
+    previous = speed.use_scan("ref")
+    try:
+        torch.testing.assert_close(model(ids).logits, ref, rtol=1e-5, atol=1e-5)
+    finally:
+        speed.use_scan(previous)
+    with pytest.raises(ValueError, match="scan"):
+        speed.use_scan("magic")
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 0.1)])
+def test_sdpa_attention_equals_the_reference(dtype, tol):
+    """Padding, a document restart, and a second chunk over the ring, through both kernels."""
+    model = random_model().to(dtype)
+    ids = torch.randint(0, 97, (2, 20))
+    mask = torch.ones(2, 20, dtype=torch.long)
+    mask[0, :5] = 0
+    pos = (mask.cumsum(1) - 1).clamp_min(-1)
+    pos[1, 12:] = torch.arange(8)
+    outs = []
+    for impl in ("ref", "sdpa"):
+        previous = speed.use_attention(impl)
+        try:
+            out = model(ids[:, :9], attention_mask=mask[:, :9], position_ids=pos[:, :9], use_cache=True)
+            more = model(ids[:, 9:], attention_mask=mask[:, 9:], position_ids=pos[:, 9:],
+                         cache=out.cache).logits
+            outs.append(torch.cat([out.logits, more], 1).float() * mask[..., None])
+        finally:
+            speed.use_attention(previous)
+    assert outs[1].isfinite().all()
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=tol)
+    with pytest.raises(ValueError, match="attention"):
+        speed.use_attention("flash")
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 0.1)])
+def test_matvec_linears_equal_f_linear(dtype, tol):
+    model = random_model().to(dtype)
+    _, state = prefill(model, torch.randint(0, 97, (1, 9)))  # one row: addmv
+    ids, active = torch.randint(0, 97, (4, 1)), torch.ones(4, 1, dtype=torch.bool)
+    ref = _run_steps(model, state.clone(), ids, active)
+    prompt = torch.randint(0, 97, (2, 7))
+    full = model(prompt).logits
+    speed.matvec_linears(model)
+    try:
+        assert type(model.lm_head) is speed.MatVecLinear
+        out = _run_steps(model, state.clone(), ids, active)
+        torch.testing.assert_close(out.float(), ref.float(), rtol=0, atol=tol)
+        torch.testing.assert_close(model(prompt).logits, full)  # many rows: F.linear as before
+        assert set(model.state_dict()) == set(random_model().state_dict())
+    finally:
+        speed.matvec_linears(model, enable=False)
+    assert type(model.lm_head) is torch.nn.Linear
+
+
+def test_set_threads():
+    n = torch.get_num_threads()
+    try:
+        assert speed.set_threads(1) == 1
+        assert speed.set_threads(None) == 1
+    finally:
+        torch.set_num_threads(n)
+    with pytest.raises(ValueError, match="threads"):
+        speed.set_threads(0)
+
+
+# --------------------------------------------------------------------------- the benchmark
+def test_roofline_counts_match_the_2b_parameter_count():
+    config = RecurrentGemmaConfig.from_preset("recurrentgemma-2b")
+    with torch.device("meta"):
+        from rgemma import RecurrentGemmaForCausalLM
+
+        model = RecurrentGemmaForCausalLM(config)
+    embed = config.vocab_size * config.hidden_size
+    vectors = sum(p.numel() for n, p in model.named_parameters() if p.ndim == 1 or "bias" in n)
+    # every weight matrix (and the conv taps) is in linear_params, nothing else
+    assert linear_params(config) == model.num_parameters() - embed - vectors
+    W = config.attention_window_size
+    assert prefill_flops(config, 1) == 2 * linear_params(config) + 8 * 4 * 2560  # one key
+    assert decode_flops(config, 2, 10**6) == 2 * decode_flops(config, 1, W)  # window-bound
+
+
+def test_bench_runs_in_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "MIN_CPU", 0.0)  # never wait for a busy machine here
+    report = run_bench(shapes=("tiny",), impls=("rgemma", "rgemma-int8"),
+                       measures=("prefill", "decode", "position"), prefill=(32,), batches=(2,),
+                       positions=(20,), steps=2, reps=1, threads=1, cache_dir=tmp_path,
+                       isolate=False, out=tmp_path / "r.json", log=open(os.devnull, "w"))
+    timed = [r for r in report["results"] if r["measure"] != "int8-error"]
+    assert len(timed) == 6
+    for r in timed:
+        assert "error" not in r, r
+        assert r["tok_s"] > 0 and r["peak_rss_mb"] > 0
+    quant = [r for r in report["results"] if r["measure"] == "int8-error"]
+    assert len(quant) == 1 and 0 < quant[0]["max_abs"] < 0.1 * quant[0]["ref_max_abs"]
+    assert (tmp_path / "r.json").is_file()
+
+
+def test_state_is_the_same_whatever_step_fills_it():
+    """State.zeros on the meta device gives the byte count the roofline uses."""
+    config = tiny_config()
+    assert State.zeros(config, 1, torch.float32, "meta").nbytes() == \
+        State.zeros(config, 1, torch.float32).nbytes()
