@@ -139,3 +139,23 @@ def test_bad_quantized_tensors_are_named():
         prepare_int8(model, ["model.embed_tokens"])
     with pytest.raises(ValueError, match="method"):
         quantize_model(model, method="int4")
+
+
+def test_int8_export_loads_directly(tmp_path):
+    """`rgemma convert --quantize int8` output loads with from_pretrained as Int8Linears."""
+    from conftest import random_model
+
+    from rgemma import RecurrentGemmaForCausalLM
+    from rgemma.convert import convert
+    from rgemma.quantize import Int8Linear
+
+    model = random_model()
+    model.save_pretrained(tmp_path / "fp")
+    convert(tmp_path / "fp", tmp_path / "q", quantize="int8", progress=False)
+    q = RecurrentGemmaForCausalLM.from_pretrained(tmp_path / "q")
+    assert isinstance(q.model.layers[0].temporal_block.linear_x, Int8Linear)
+    assert q.lm_head.weight is q.model.embed_tokens.weight
+    ids = torch.randint(0, 97, (2, 12))
+    ref, got = model(ids).logits, q(ids).logits
+    assert (ref - got).abs().max() < 0.05 * ref.abs().max()
+    assert (ref.argmax(-1) == got.argmax(-1)).float().mean() > 0.9

@@ -126,11 +126,14 @@ def load_model(cls, path_or_repo_id, dtype=None, device=None, progress: bool = F
     files = weight_files(model_dir)
     with torch.device("meta"):
         model = cls(config)
+    prefix = "model." if hasattr(model, "lm_head") else ""
+    dtype = parse_dtype(dtype)
+    if config.extra.get("quantization"):
+        dtype = dtype or parse_dtype(config.extra.get("torch_dtype")) or torch.float32
+        _prepare_quantized(model, config.extra["quantization"], prefix, dtype)
     expected = dict(model.state_dict(keep_vars=True))
     if getattr(config, "tie_word_embeddings", True):
         expected.pop("lm_head.weight", None)
-    prefix = "model." if hasattr(model, "lm_head") else ""
-    dtype = parse_dtype(dtype)
     seen = set()
     for file, key, tensor in _iter_tensors(files, progress):
         name = _match_key(key, prefix, expected)
@@ -145,8 +148,13 @@ def load_model(cls, path_or_repo_id, dtype=None, device=None, progress: bool = F
         if tuple(tensor.shape) != want:
             raise ValueError(f"{file.name}: tensor {key!r} has shape {tuple(tensor.shape)}, "
                              f"expected {want}")
-        dtype = dtype or tensor.dtype  # None: keep the checkpoint's dtype (first tensor's)
-        _assign(model, name, tensor.to(device=device or "cpu", dtype=dtype))
+        if tensor.is_floating_point():
+            dtype = dtype or tensor.dtype  # None: keep the checkpoint's dtype (first tensor's)
+            tensor = tensor.to(dtype=dtype)
+        elif tensor.dtype != expected[name].dtype:  # int8 weights only where the config says so
+            raise ValueError(f"{file.name}: tensor {key!r} is {tensor.dtype}, expected "
+                             f"{expected[name].dtype}")
+        _assign(model, name, tensor.to(device=device or "cpu"))
     missing = [k for k in expected if k not in seen]
     if missing:
         raise ValueError(f"checkpoint {model_dir} is missing tensor {_with_prefix(missing[0], prefix)!r}"
@@ -198,7 +206,20 @@ def _iter_tensors(files: list[Path], progress: bool):
 def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
     module_name, _, param_name = name.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
-    module._parameters[param_name] = nn.Parameter(tensor, requires_grad=True)
+    if param_name in module._buffers:  # int8 weights and their scales
+        module._buffers[param_name] = tensor
+    else:
+        module._parameters[param_name] = nn.Parameter(tensor, requires_grad=tensor.is_floating_point())
+
+
+def _prepare_quantized(model: nn.Module, spec: dict, prefix: str, dtype: torch.dtype) -> None:
+    """Swap the linears an int8 export lists (config.json "quantization") for Int8Linears."""
+    from .quantize import METHOD, prepare_int8
+
+    if not isinstance(spec, dict) or spec.get("method") != METHOD:
+        raise ValueError(f"unsupported quantization {spec!r}; rgemma reads method {METHOD!r}")
+    names = [n if prefix else n.removeprefix("model.") for n in spec.get("modules", [])]
+    prepare_int8(model, names, dtype)
 
 
 # --------------------------------------------------------------------------- saving
