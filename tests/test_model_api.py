@@ -126,3 +126,13 @@ def test_cache_from_other_batch_or_config(model):
         model.to(torch.bfloat16)(torch.ones(2, 1, dtype=torch.long), cache=cache)
     with pytest.raises(ValueError, match="rgemma State"):
         model.to(torch.float32)(torch.ones(2, 1, dtype=torch.long), cache=("k", "v"))
+
+
+def test_resize_untied_head():
+    model = random_model(tiny_config(tie_word_embeddings=False))
+    assert model.lm_head.weight is not model.get_input_embeddings().weight
+    old = model.lm_head.weight.detach().clone()
+    model.resize_token_embeddings(100)
+    assert model.lm_head.weight.shape == (100, 32)
+    torch.testing.assert_close(model.lm_head.weight[:97], old)
+    assert model(torch.tensor([[99]])).logits.shape == (1, 1, 100)

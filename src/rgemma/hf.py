@@ -110,9 +110,18 @@ class PreTrainedMixin:
         return new
 
     def _retie(self) -> None:
+        """Make the LM head match the (new) vocabulary: the embedding itself when tied, else
+        its old rows kept and new rows at their mean."""
         head = getattr(self, "lm_head", None)
         if head is None:
             return
         if self.config.tie_word_embeddings:
             head.out_features = self.config.vocab_size
             head.weight = self.get_input_embeddings().weight
+            return
+        old, n = head.weight, self.config.vocab_size
+        new = nn.Linear(old.shape[1], n, bias=False, device=old.device, dtype=old.dtype)
+        with torch.no_grad():
+            new.weight[:min(n, old.shape[0])] = old[:n]
+            new.weight[old.shape[0]:] = old.mean(0, keepdim=True)
+        self.lm_head = new
