@@ -18,7 +18,7 @@ from rgemma import State, bench, speed
 from rgemma.bench import decode_flops, linear_params, prefill_flops, run_bench
 from rgemma.config import RecurrentGemmaConfig
 from rgemma.generate import prefill
-from rgemma.model import step_tokens
+from rgemma.positions import step_tokens
 from rgemma.positions import make_tokens
 
 

@@ -21,7 +21,7 @@ from torch import nn
 from .config import RecurrentGemmaConfig
 from .hf import PreTrainedMixin
 from .outputs import BaseModelOutput, CausalLMOutput
-from .positions import Tokens, advance_state, check_input_ids, make_tokens
+from .positions import Tokens, advance_state, check_input_ids, make_tokens, step_tokens
 from .scan import rnn_scan
 from .state import AttentionState, RecurrentState, State
 
@@ -552,18 +552,6 @@ class RecurrentGemmaModel(PreTrainedMixin, nn.Module):
             if t.dtype != x.dtype or t.device != x.device:
                 raise ValueError(f"cache holds {t.dtype} on {t.device} but the model runs "
                                  f"{x.dtype} on {x.device}; use cache.to(...)")
-
-
-def step_tokens(state: State, active: torch.Tensor) -> Tokens:
-    """positions.make_tokens for one trusted token per row, continuing `state`, with no host
-    synchronisation (tests check the two agree). active: (B,) bool; False marks padding."""
-    real = active[:, None]
-    count = torch.where(real, state.count[:, None], -1)
-    pos = torch.where(real, state.next_pos[:, None], 0)
-    reset = real & (pos == 0)
-    doc_start = torch.where(reset, count, state.doc_start[:, None])
-    return Tokens(pos, real, reset, count, doc_start, state.count, (~active).long(),
-                  any_pad=True, has_state=True)  # any_pad: pads are possible, never checked
 
 
 class RecurrentGemmaForCausalLM(PreTrainedMixin, nn.Module):

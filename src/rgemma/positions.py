@@ -82,6 +82,18 @@ def make_tokens(config: RecurrentGemmaConfig, batch: int, length: int, device: t
                   has_state=state is not None)
 
 
+def step_tokens(state: State, active: torch.Tensor) -> Tokens:
+    """make_tokens for one trusted token per row, continuing `state`, with no host
+    synchronisation (tests check the two agree). active: (B,) bool; False marks padding."""
+    real = active[:, None]
+    count = torch.where(real, state.count[:, None], -1)
+    pos = torch.where(real, state.next_pos[:, None], 0)
+    reset = real & (pos == 0)
+    doc_start = torch.where(reset, count, state.doc_start[:, None])
+    return Tokens(pos, real, reset, count, doc_start, state.count, (~active).long(),
+                  any_pad=True, has_state=True)  # any_pad: pads are possible, never checked
+
+
 def advance_state(state: State, tok: Tokens) -> None:
     """Update the per-row counters of `state` (in place) after the call described by `tok`."""
     n_real = tok.real.sum(1)
