@@ -31,6 +31,16 @@ def random_model(config: RecurrentGemmaConfig | None = None, seed: int = 0,
     return model
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run as fast on one thread, and a busy shared machine cannot stall them
+    (use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def model() -> RecurrentGemmaForCausalLM:
     return random_model()

@@ -81,3 +81,18 @@ def test_long_prompt_is_prefilled_in_chunks(model):
     assert state.count.item() == 50
     steps = list(decode(model, logits, state, SamplingParams(temperature=0), 3))
     assert len(steps) == 3 and steps[-1].finish_reason == ["length"]
+
+
+def test_repetition_penalty_sees_prompt_and_generated_tokens(model):
+    """Each step penalises every id of the prompt and of the tokens generated so far."""
+    from rgemma.sampling import apply_repetition_penalty
+
+    prompt = torch.randint(0, 97, (1, 4))
+    out = model.generate(prompt, max_new_tokens=10, eos_token_id=[], repetition_penalty=3.0)
+    ids = prompt[0].tolist()
+    for _ in range(10):
+        logits = model(torch.tensor([ids])).logits[:, -1]
+        ids.append(int(apply_repetition_penalty(logits, torch.tensor([ids]), 3.0).argmax()))
+    assert out[0].tolist() == ids
+    plain = model.generate(prompt, max_new_tokens=10, eos_token_id=[])
+    assert not torch.equal(plain, out)

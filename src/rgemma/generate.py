@@ -69,9 +69,10 @@ def decode(model, logits: torch.Tensor, state: State, params: SamplingParams,
     device = logits.device
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
     active = torch.ones(B, dtype=torch.bool, device=device)
+    penalise = params.repetition_penalty != 1  # only then is the history needed
     history = prev_ids if prev_ids is not None else torch.empty(B, 0, dtype=torch.long, device=device)
     for i in range(max_new_tokens):
-        tokens, logprobs = sample(logits, params, generator, history if params.repetition_penalty != 1 else None)
+        tokens, logprobs = sample(logits, params, generator, history if penalise else None)
         tokens = torch.where(active, tokens, pad_id)
         is_eos = torch.isin(tokens, eos) & active
         if stop_rows is not None:
@@ -80,7 +81,8 @@ def decode(model, logits: torch.Tensor, state: State, params: SamplingParams,
         reasons = [("stop" if e else "length" if last else None) if a else None
                    for a, e in zip(active.tolist(), is_eos.tolist())]
         yield Step(tokens, logprobs, active.clone(), reasons)
-        history = torch.cat([history, torch.where(active, tokens, PAD_ID)[:, None]], dim=1)
+        if penalise:  # growing it every step would copy O(N^2) ids for nothing
+            history = torch.cat([history, torch.where(active, tokens, PAD_ID)[:, None]], dim=1)
         active = active & ~is_eos
         if last or not active.any():
             return
