@@ -2,12 +2,14 @@
 
 - model.decode_step (no validation, no host sync, state storage kept) == forward(T=1);
 - step_tokens == positions.make_tokens for one token per row;
+- MatVecLinear (mv / W @ x^T / F.linear by row count) == nn.Linear, values and gradients;
 - StaticDecodeStep (fixed buffers; a CUDA graph on a GPU) == decode_step;
 - compile_decode_step == decode_step (traced with the aot_eager backend: inductor's C++
   build takes minutes on a small CPU; RGEMMA_SLOW_TESTS=1 runs it too);
 - the benchmark's roofline counts and a tiny in-process run.
 """
 
+import copy
 import os
 
 import pytest
@@ -176,18 +178,38 @@ def test_matvec_linears_equal_f_linear(dtype, tol):
     _, state = prefill(model, torch.randint(0, 97, (1, 9)))  # one row: addmv
     ids, active = torch.randint(0, 97, (4, 1)), torch.ones(4, 1, dtype=torch.bool)
     ref = _run_steps(model, state.clone(), ids, active)
-    prompt = torch.randint(0, 97, (2, 7))
-    full = model(prompt).logits
+    short, long = torch.randint(0, 97, (2, 7)), torch.randint(0, 97, (2, 70))
+    short_ref, long_ref = model(short).logits, model(long).logits
     speed.matvec_linears(model)
     try:
         assert type(model.lm_head) is speed.MatVecLinear
         out = _run_steps(model, state.clone(), ids, active)
         torch.testing.assert_close(out.float(), ref.float(), rtol=0, atol=tol)
-        torch.testing.assert_close(model(prompt).logits, full)  # many rows: F.linear as before
+        # 14 rows: W @ x^T; 140 rows (> SMALL_BATCH_ROWS): F.linear, bit for bit
+        torch.testing.assert_close(model(short).logits.float(), short_ref.float(), rtol=0, atol=tol)
+        torch.testing.assert_close(model(long).logits, long_ref)
         assert set(model.state_dict()) == set(random_model().state_dict())
     finally:
         speed.matvec_linears(model, enable=False)
     assert type(model.lm_head) is torch.nn.Linear
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5, speed.SMALL_BATCH_ROWS, speed.SMALL_BATCH_ROWS + 1])
+@pytest.mark.parametrize("bias", [True, False])
+def test_matvec_linear_values_and_gradients(rows, bias):
+    torch.manual_seed(rows)
+    ref = torch.nn.Linear(24, 40, bias=bias)
+    fast = copy.deepcopy(ref)
+    fast.__class__ = speed.MatVecLinear
+    x = torch.randn(rows, 1, 24, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    y_ref, y = ref(x), fast(x2)
+    assert y.shape == (rows, 1, 40)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    y_ref.square().sum().backward()
+    y.square().sum().backward()
+    torch.testing.assert_close(x2.grad, x.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-5)
 
 
 def test_set_threads():
