@@ -49,8 +49,12 @@ def peak_memory_mb() -> float:
 
 
 def load(model: str | None, dtype: str | None = None, device: str | None = None,
-         err: TextIO = sys.stderr) -> tuple[RecurrentGemmaForCausalLM, Tokenizer]:
-    """Model and tokenizer from a directory, a cached repo id, or (None) the bundled model."""
+         err: TextIO = sys.stderr, *, compile: bool = False, quantize: str | None = None
+         ) -> tuple[RecurrentGemmaForCausalLM, Tokenizer]:
+    """Model and tokenizer from a directory, a cached repo id, or (None) the bundled model,
+    with the inference speed-ups of rgemma.speed.optimize applied."""
+    from .speed import optimize
+
     path = resolve_model_dir(model)
     start = time.perf_counter()
     print(f"loading {path}", file=err)
@@ -59,7 +63,11 @@ def load(model: str | None, dtype: str | None = None, device: str | None = None,
         wanted = torch.float32  # the bundled weights are stored in bf16 for size; fp32 is faster on CPU
     lm = RecurrentGemmaForCausalLM.from_pretrained(path, dtype=wanted, device=device)
     tokenizer = Tokenizer.from_dir(path)
-    print(f"loaded {lm.num_parameters() / 1e6:.1f}M parameters ({lm.dtype}) in "
+    n_params = lm.num_parameters()  # before int8 turns weights into buffers
+    optimize(lm, compile=compile, quantize=quantize)
+    extras = "".join([", int8 weight-only linears" if quantize == "int8" else "",
+                      ", compiled decode step (the first tokens compile it)" if compile else ""])
+    print(f"loaded {n_params / 1e6:.1f}M parameters ({lm.dtype}{extras}) in "
           f"{time.perf_counter() - start:.1f}s", file=err)
     return lm, tokenizer
 
@@ -82,14 +90,15 @@ def generate(prompt: str | None, *, model: str | None = None, config: Generation
              chat: bool = False, system: str | None = None, dtype: str | None = None,
              device: str | None = None, save_state_path: str | None = None,
              load_state_path: str | None = None, echo: bool = False, out: TextIO = sys.stdout,
-             err: TextIO = sys.stderr, loaded=None) -> Stats:
+             err: TextIO = sys.stderr, loaded=None, compile: bool = False,
+             quantize: str | None = None) -> Stats:
     """Stream a completion of `prompt` to `out`; return statistics (also printed to `err`).
 
     With `load_state_path` the prompt continues a saved state (and may be empty); with
     `save_state_path` the state after the prompt is saved before generating. `echo` writes
     the prompt first, so the output reads as one text."""
     config = config or GenerationConfig()
-    lm, tok = loaded or load(model, dtype, device, err)
+    lm, tok = loaded or load(model, dtype, device, err, compile=compile, quantize=quantize)
     state, logits, seen = None, None, []
     if load_state_path:
         snap = load_state(load_state_path, lm)
@@ -147,11 +156,11 @@ HELP = "commands: /reset (forget the conversation), /save FILE, /load FILE, /exi
 def chat(*, model: str | None = None, config: GenerationConfig | None = None,
          system: str | None = None, dtype: str | None = None, device: str | None = None,
          stdin: TextIO = sys.stdin, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
-         loaded=None) -> ChatSession:
+         loaded=None, compile: bool = False, quantize: str | None = None) -> ChatSession:
     """An interactive multi-turn chat that keeps the state between turns. One message per
     line; when stdin is not a terminal it reads lines until end of input, never waiting."""
     config = config or GenerationConfig()
-    lm, tok = loaded or load(model, dtype, device, err)
+    lm, tok = loaded or load(model, dtype, device, err, compile=compile, quantize=quantize)
     session = ChatSession(lm, tok, config, system)
     interactive = stdin.isatty()
     if interactive:
@@ -237,10 +246,10 @@ def read_documents(path: str | Path) -> list[str]:
 @torch.no_grad()
 def perplexity(data: str | Path, *, model: str | None = None, dtype: str | None = None,
                max_docs: int | None = None, err: TextIO = sys.stderr, loaded=None,
-               progress: Callable | None = None) -> dict[str, float]:
+               progress: Callable | None = None, quantize: str | None = None) -> dict[str, float]:
     """Token-weighted perplexity of `model` over the documents in `data` (each with BOS and
     EOS, the way the bundled model is trained)."""
-    lm, tok = loaded or load(model, dtype, None, err)
+    lm, tok = loaded or load(model, dtype, None, err, quantize=quantize)
     docs = read_documents(data)[:max_docs]
     if not docs:
         raise ValueError(f"no documents in {data}")

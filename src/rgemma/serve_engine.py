@@ -338,11 +338,11 @@ class BatchEngine:
         if not self._rows:
             return
         start = time.perf_counter()
-        ids = torch.tensor([[r.last] for r in self._rows], device=self.model.device)
-        out = self.model(ids, cache=self.state, use_cache=True, logits_to_keep=1)
-        self.state = out.cache
+        ids = torch.tensor([r.last for r in self._rows], device=self.model.device)
+        active = torch.ones_like(ids, dtype=torch.bool)
+        logits = self.model.decode_step(ids, active, self.state)  # updates self.state in place
         rows = len(self._rows)
-        going = self._advance(self._rows, out.logits[:, -1])
+        going = self._advance(self._rows, logits)
         if len(going) < rows:
             self._keep_rows(going)
         self.stats.decode_tokens += rows

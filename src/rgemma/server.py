@@ -664,7 +664,7 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8080, m
           api_key: str | None = None, max_queue: int = 256, max_prompt_tokens: int = 8192,
           max_tokens: int = 4096, dtype: str | None = None, device: str | None = None,
           model_name: str | None = None, prefill_chunk: int = 256, shutdown_grace: float = 30.0,
-          log_level: str = "info") -> None:
+          log_level: str = "info", quantize: str | None = None) -> None:
     """Serve `model` (a directory, a cached repo id, or None for the bundled model) until
     SIGINT/SIGTERM. The port opens at once; /health says 200 when the weights are loaded."""
     from .checkpoint import resolve_model_dir
@@ -674,7 +674,7 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8080, m
     name = model_name or (model if model and not Path(model).expanduser().is_dir() else path.name)
     limits = Limits(max_batch, max_queue, max_prompt_tokens, max_tokens, prefill_chunk, shutdown_grace)
     _check_limits(limits)
-    app = create_app(loader=lambda: load(str(path), dtype, device), model_name=name,
+    app = create_app(loader=lambda: load(str(path), dtype, device, quantize=quantize), model_name=name,
                      api_key=api_key, limits=limits)
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         print(f"rgemma serve: warning: listening on {host} without --api-key", file=sys.stderr)
@@ -719,6 +719,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
                    help="weight dtype (default: as stored in the checkpoint)")
     p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--quantize", choices=["none", "int8"], default="none",
+                   help="int8: int8 weight-only linear layers, quantized at load")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, metavar="PORT", default=8080, help="port (default 8080)")
     p.add_argument("--api-key", default=None, metavar="KEY",
@@ -744,5 +746,5 @@ def run_serve(args: argparse.Namespace) -> int:
           max_queue=args.max_queue, max_prompt_tokens=args.max_prompt_tokens,
           max_tokens=args.max_tokens, dtype=args.dtype, device=args.device,
           model_name=args.model_name, prefill_chunk=args.prefill_chunk,
-          shutdown_grace=args.shutdown_grace, log_level=args.log_level)
+          shutdown_grace=args.shutdown_grace, log_level=args.log_level, quantize=args.quantize)
     return 0

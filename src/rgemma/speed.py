@@ -10,6 +10,9 @@
 - `static_decode_step(model)`: the decode step on fixed input/output buffers; on CUDA it is
   captured once per State as a CUDA graph and replayed (one launch per token).
 
+`optimize(model, compile=..., quantize=...)` applies what the CLI offers in one call: int8
+(`--quantize int8`), the CPU linears (always on a CPU), the compiled step (`--compile`).
+
 The decode loop (`rgemma.generate.decode`) calls `model.decode_step(ids, active, state)`;
 the switches replace that attribute on the instance, and `plain_decode_step(model)` puts the
 model's own method back. That method is the reference every switch is tested against
@@ -68,6 +71,23 @@ def matvec_linears(model, enable: bool = True):
     for module in model.modules():
         if type(module) is old:
             module.__class__ = new
+    return model
+
+
+def optimize(model, *, compile: bool = False, quantize: str | None = None):
+    """The inference speed-ups the CLI and server use, in place: `quantize="int8"` swaps the
+    linears for int8 weight-only ones (rgemma.quantize), a CPU model gets matvec_linears, and
+    `compile` compiles the decode step (each new batch size compiles once). Returns the model."""
+    if quantize not in (None, "none", "int8"):
+        raise ValueError(f"unknown quantization {quantize!r}; expected 'int8' or none")
+    if quantize == "int8":
+        from .quantize import quantize_model
+
+        quantize_model(model)
+    if next(model.parameters()).device.type == "cpu":
+        matvec_linears(model)
+    if compile:
+        compile_decode_step(model)
     return model
 
 
