@@ -1,4 +1,4 @@
-"""int8 weight-only linears: the pack kernel equals the dequantized reference, a quantized
+"""int8 weight-only linears: the native and pack kernels equal the dequantized reference, a quantized
 model stays close to the float one, and pre-quantized tensors load to the same model."""
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from conftest import random_model, tiny_config
-from rgemma import RecurrentGemmaForCausalLM, quantize
+from rgemma import RecurrentGemmaForCausalLM, kernels, quantize
 from rgemma.generate import prefill
 from rgemma.quantize import Int8Linear, load_quantized_state, prepare_int8, quantize_model, quantize_weight
 
@@ -52,6 +52,57 @@ def test_pack_kernel_equals_dequantized_reference(kernel, rows):
     torch.testing.assert_close(ref.float(), exact, rtol=2e-2, atol=2e-2)
 
 
+needs_native = pytest.mark.skipif(not kernels.int8_gemv_available(),
+                                  reason="needs AVX-512 VNNI and a C compiler")
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("rows,k_in,n_out,bias", [(1, 64, 40, True), (2, 33, 7, False),
+                                                  (3, 100, 5, True), (1, 8200, 9, True)])
+def test_native_kernel_equals_exact_product(kernel, dtype, rows, k_in, n_out, bias):
+    """Odd widths (masked tails), more outputs than a multiple of 4, K past one 8192 block,
+    several rows; within the int16 activation rounding (2^-14 of each row's absmax)."""
+    torch.manual_seed(rows * k_in)
+    linear = nn.Linear(k_in, n_out, bias=bias).to(dtype)
+    q8 = Int8Linear.from_linear(linear)
+    x = torch.randn(rows, 1, k_in, dtype=dtype) * torch.logspace(-2, 1, k_in).to(dtype)
+    kernel("native")
+    out = q8(x)
+    assert out.shape == (rows, 1, n_out) and out.dtype == dtype
+    w = q8.weight.double() * q8.weight_scale.double()[:, None]
+    exact = x.double() @ w.t() + (linear.bias.double() if bias else 0)
+    bound = x.double().abs().amax(-1, keepdim=True) * 2**-14 * w.abs().sum(1)  # activation rounding
+    slack = 1e-2 * exact.abs().max() if dtype == torch.bfloat16 else 1e-5 * exact.abs().max()
+    assert ((out.double() - exact).abs() <= bound + slack).all()
+    kernel("auto")
+    if rows <= quantize.NATIVE_MAX_ROWS:
+        torch.testing.assert_close(q8(x), out)  # auto picks it for so few rows
+
+
+def test_native_kernel_builds_once_and_can_be_switched_off(tmp_path, monkeypatch):
+    """RGEMMA_NATIVE=0 turns it off; otherwise one cached build serves every later load."""
+    monkeypatch.setenv("RGEMMA_NATIVE", "0")
+    kernels._library.cache_clear()
+    try:
+        assert not kernels.int8_gemv_available()
+        q8 = Int8Linear.from_linear(nn.Linear(64, 8).to(torch.bfloat16))
+        assert q8(torch.randn(1, 64, dtype=torch.bfloat16)).shape == (1, 8)  # torch kernels
+        if not kernels._cpu_supported() or kernels.shutil.which("cc") is None:
+            return
+        monkeypatch.setenv("RGEMMA_NATIVE", "1")
+        monkeypatch.setenv("RGEMMA_CACHE", str(tmp_path))
+        kernels._library.cache_clear()
+        assert kernels.int8_gemv_available()
+        built = list((tmp_path / "kernels").iterdir())
+        assert len(built) == 1 and built[0].suffix == ".so"  # no temp file left behind
+        mtime = built[0].stat().st_mtime_ns
+        kernels._library.cache_clear()
+        assert kernels.int8_gemv_available() and built[0].stat().st_mtime_ns == mtime
+    finally:
+        kernels._library.cache_clear()
+
+
 def test_pack_kernel_is_refused_where_it_would_crash(kernel):
     q8 = Int8Linear.from_linear(nn.Linear(40, 8).to(torch.bfloat16))  # 40 % 16 != 0
     kernel("pack")
@@ -78,7 +129,7 @@ def test_quantize_model_swaps_linears_not_embeddings():
     assert (out.argmax(-1) == ref.argmax(-1)).float().mean() > 0.9
 
 
-@pytest.mark.parametrize("name", ["pack", "dequant"])
+@pytest.mark.parametrize("name", ["pack", "dequant", pytest.param("native", marks=needs_native)])
 def test_quantized_bf16_decode_equals_its_forward(kernel, name):
     """Each kernel path: decode steps of the quantized model equal its own full forward (to
     bf16 noise: the float bf16 model differs by 0.07 at logits of 5 here)."""

@@ -6,9 +6,12 @@ quantized against the very scale it is used with. Activations stay in the model 
 y = (x @ q^T) * s + b. Embeddings are never quantized; the tied LM head is (it gets its own
 int8 copy, and the embedding stays as it was for the lookup).
 
-On the CPU, `torch._weight_int8pack_mm` does that product without dequantizing (it reads
-1 byte per weight instead of 2 or 4, which is what decode is bound by). Elsewhere, or for
-shapes the kernel does not take, the fallback dequantizes and calls F.linear.
+Kernels, picked per call ("auto"): for one or two rows on a CPU with AVX-512 VNNI, rgemma's
+native kernel (rgemma.kernels, C compiled on first use): it reads 1 byte per weight at close to
+memory speed, rounding each activation row to int16 against its absmax on the way (14 bits,
+finer than bf16). Up to PACK_MAX_ROWS rows, `torch._weight_int8pack_mm` (no dequantized copy,
+but compute-bound at ~14 G weights/s on 2 cores). Above that, or off the CPU, the fallback
+dequantizes and calls F.linear. Measured in bench/README.
 
 Checkpoint format (shared with `rgemma convert`): for each quantized Linear `X`,
 `X.weight` int8 (out, in) and `X.weight_scale` (out,) float; config.json has
@@ -24,7 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 METHOD = "int8-weight-only"
-INT8_KERNEL = "auto"  # "pack" (torch._weight_int8pack_mm), "dequant", or "auto"; tests force each
+INT8_KERNEL = "auto"  # "native" (rgemma.kernels), "pack" (torch._weight_int8pack_mm), "dequant",
+# or "auto"; tests force each
+NATIVE_MAX_ROWS = 2  # the native kernel wins for 1-2 rows (bench/README); it runs any row count
 PACK_MAX_ROWS = 64  # above this many rows (prefill) dequantize + GEMM is faster than the pack kernel
 
 
@@ -71,7 +76,12 @@ class Int8Linear(nn.Module):
 
 def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x (..., in) @ (q * scale)^T + bias, through the pack kernel when it applies."""
+    """x (..., in) @ (q * scale)^T + bias, through the fastest kernel that applies."""
+    if _use_native_kernel(x, q):
+        from .kernels import int8_gemv
+
+        y = int8_gemv(x.reshape(-1, x.shape[-1]), q, scale, bias)
+        return y.to(x.dtype).view(*x.shape[:-1], q.shape[0])
     if _use_pack_kernel(x, q, scale):
         rows = x.reshape(-1, x.shape[-1])
         y = torch._weight_int8pack_mm(rows, q, scale).view(*x.shape[:-1], q.shape[0])
@@ -79,8 +89,22 @@ def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
     return F.linear(x, q.to(x.dtype) * scale.to(x.dtype)[:, None], bias)
 
 
+def _use_native_kernel(x: torch.Tensor, q: torch.Tensor) -> bool:
+    if INT8_KERNEL not in ("auto", "native"):
+        return False
+    from .kernels import int8_gemv_available
+
+    fits = x.device.type == "cpu" and x.dtype.is_floating_point and int8_gemv_available()
+    if INT8_KERNEL == "native":
+        if not fits:
+            raise ValueError("the native int8 kernel needs a CPU tensor, AVX-512 VNNI and a C "
+                             f"compiler (device {x.device}; see rgemma.kernels)")
+        return True
+    return fits and x.numel() // x.shape[-1] <= NATIVE_MAX_ROWS and not (x.requires_grad and torch.is_grad_enabled())
+
+
 def _use_pack_kernel(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> bool:
-    if INT8_KERNEL == "dequant" or not hasattr(torch, "_weight_int8pack_mm"):
+    if INT8_KERNEL in ("dequant", "native") or not hasattr(torch, "_weight_int8pack_mm"):
         return False
     # The CPU kernel wants activations and scales of one dtype, a contiguous q, and
     # in_features a multiple of 16 (other widths crash it). It also takes float32, but is
