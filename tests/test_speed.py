@@ -2,7 +2,8 @@
 
 - model.decode_step (no validation, no host sync, state storage kept) == forward(T=1);
 - step_tokens == positions.make_tokens for one token per row;
-- MatVecLinear (mv / W @ x^T / F.linear by row count) == nn.Linear, values and gradients;
+- MatVecLinear (native bf16 GEMV or mv / W @ x^T / F.linear by row count) == nn.Linear,
+  values and gradients;
 - StaticDecodeStep (fixed buffers; a CUDA graph on a GPU) == decode_step;
 - compile_decode_step == decode_step (traced with the aot_eager backend: inductor's C++
   build takes minutes on a small CPU; RGEMMA_SLOW_TESTS=1 runs it too);
@@ -192,6 +193,28 @@ def test_matvec_linears_equal_f_linear(dtype, tol):
     finally:
         speed.matvec_linears(model, enable=False)
     assert type(model.lm_head) is torch.nn.Linear
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("k_in", [24, 37])
+@pytest.mark.parametrize("bias", [True, False])
+def test_matvec_linear_one_bf16_row_equals_exact_product(native, k_in, bias, monkeypatch):
+    """One bf16 row: rgemma.kernels' bf16 GEMV (when it loads) or torch.mv; both accumulate
+    in float32 and round once, so they agree with the exact product to one bf16 rounding."""
+    from rgemma import kernels
+
+    if native and not kernels.bf16_gemv_available():
+        pytest.skip("needs AVX-512 BF16 and a C compiler")
+    monkeypatch.setattr(speed, "NATIVE_KERNELS", native)
+    torch.manual_seed(k_in)
+    layer = torch.nn.Linear(k_in, 40, bias=bias).to(torch.bfloat16)
+    layer.__class__ = speed.MatVecLinear
+    x = torch.randn(1, 1, k_in, dtype=torch.bfloat16)
+    with torch.no_grad():
+        y = layer(x)
+    exact = x.double() @ layer.weight.double().t() + (layer.bias.double() if bias else 0)
+    assert y.shape == (1, 1, 40) and y.dtype == torch.bfloat16
+    assert ((y.double() - exact).abs() <= exact.abs() * 2**-8 + 1e-6).all()
 
 
 @pytest.mark.parametrize("rows", [1, 2, 5, speed.SMALL_BATCH_ROWS, speed.SMALL_BATCH_ROWS + 1])
