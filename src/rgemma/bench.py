@@ -292,25 +292,38 @@ def logit_error(ref: torch.Tensor, out: torch.Tensor) -> dict:
 def perplexity_delta(model_dir: str | Path, data: str | Path, dtype: str = "bfloat16",
                      max_docs: int | None = 200) -> dict:
     """Perplexity of a trained checkpoint on the documents in `data` (JSONL or text), before
-    and after int8 weight-only quantization, with the logit error on those documents' first
-    document."""
+    and after int8 weight-only quantization, with the logit error on the first document.
+
+    Scored once per int8 kernel: "auto" (what a prefill uses) and, where it loads, "native"
+    forced on every call (the kernel batch-1 decode uses, with its int16 activations)."""
     import io
 
+    from . import quantize
     from .commands import load, perplexity, read_documents
-    from .quantize import quantize_model
+    from .kernels import int8_gemv_available
 
     lm, tok = load(str(model_dir), dtype)
     doc = read_documents(data)[0]
     ids = torch.tensor([tok.encode(doc)[:512]], device=lm.device)
+    result = {"model": str(model_dir), "dtype": dtype}
     with torch.no_grad():
         before = perplexity(data, loaded=(lm, tok), max_docs=max_docs, err=io.StringIO())
         ref = lm(ids).logits
-        quantize_model(lm)
-        after = perplexity(data, loaded=(lm, tok), max_docs=max_docs, err=io.StringIO())
-        error = logit_error(ref, lm(ids).logits)
-    return {"model": str(model_dir), "dtype": dtype, "tokens": before["tokens"],
-            "perplexity": before["perplexity"], "perplexity_int8": after["perplexity"],
-            "relative_change": after["perplexity"] / before["perplexity"] - 1, "logits": error}
+        quantize.quantize_model(lm)
+        result.update(tokens=before["tokens"], perplexity=before["perplexity"])
+        kernels = ("auto", "native") if int8_gemv_available() and lm.device.type == "cpu" else ("auto",)
+        previous = quantize.INT8_KERNEL
+        try:
+            for kernel in kernels:
+                quantize.INT8_KERNEL = kernel
+                after = perplexity(data, loaded=(lm, tok), max_docs=max_docs, err=io.StringIO())
+                suffix = "" if kernel == "auto" else f"_{kernel}"
+                result[f"perplexity_int8{suffix}"] = after["perplexity"]
+                result[f"relative_change{suffix}"] = after["perplexity"] / before["perplexity"] - 1
+                result[f"logits{suffix}"] = logit_error(ref, lm(ids).logits)
+        finally:
+            quantize.INT8_KERNEL = previous
+    return result
 
 
 def make_runner(impl: str, path: Path, dtype: str, device: str):

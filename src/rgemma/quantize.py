@@ -30,7 +30,7 @@ METHOD = "int8-weight-only"
 INT8_KERNEL = "auto"  # "native" (rgemma.kernels), "pack" (torch._weight_int8pack_mm), "dequant",
 # or "auto"; tests force each
 NATIVE_MAX_ROWS = 2  # the native kernel wins for 1-2 rows (bench/README); it runs any row count
-PACK_MAX_ROWS = 64  # above this many rows (prefill) dequantize + GEMM is faster than the pack kernel
+PACK_MAX_ROWS = 8  # above this many rows dequantize + GEMM beats the pack kernel (8x slower at 32)
 
 
 def quantize_weight(weight: torch.Tensor, scale_dtype: torch.dtype | None = None
