@@ -11,7 +11,8 @@
   captured once per State as a CUDA graph and replayed (one launch per token).
 
 `optimize(model, compile=..., quantize=...)` applies what the CLI offers in one call: int8
-(`--quantize int8`), the CPU linears (always on a CPU), the compiled step (`--compile`).
+(`--quantize int8`), the CPU linears (always, for bf16/fp16 on a CPU), the compiled step
+(`--compile`).
 
 The decode loop (`rgemma.generate.decode`) calls `model.decode_step(ids, active, state)`;
 the switches replace that attribute on the instance, and `plain_decode_step(model)` puts the
@@ -94,7 +95,8 @@ def matvec_linears(model, enable: bool = True):
 
 def optimize(model, *, compile: bool = False, quantize: str | None = None):
     """The inference speed-ups the CLI and server use, in place: `quantize="int8"` swaps the
-    linears for int8 weight-only ones (rgemma.quantize), a CPU model gets matvec_linears, and
+    linears for int8 weight-only ones (rgemma.quantize), a bf16/fp16 CPU model gets
+    matvec_linears, and
     `compile` compiles the decode step (each new batch size compiles once). Returns the model."""
     if quantize not in (None, "none", "int8"):
         raise ValueError(f"unknown quantization {quantize!r}; expected 'int8' or none")
@@ -102,8 +104,9 @@ def optimize(model, *, compile: bool = False, quantize: str | None = None):
         from .quantize import quantize_model
 
         quantize_model(model)
-    if next(model.parameters()).device.type == "cpu":
-        matvec_linears(model)
+    weight = next(p for p in model.parameters() if p.is_floating_point())
+    if weight.device.type == "cpu" and weight.dtype != torch.float32:
+        matvec_linears(model)  # float32 F.linear is as fast at one row (bench/README)
     if compile:
         compile_decode_step(model)
     return model
