@@ -40,26 +40,19 @@ def set_threads(n: int | None) -> int:
     return torch.get_num_threads()
 
 
-NATIVE_KERNELS = True  # one-row bf16 products through rgemma.kernels when it loads (tests toggle)
 SMALL_BATCH_ROWS = 128  # up to this many rows, W @ x^T beats x @ W^T on CPUs (bench/README)
 
 
 class MatVecLinear(nn.Linear):
     """An nn.Linear (same parameters, same state_dict) for decode-sized inputs on CPUs.
 
-    One row goes through rgemma.kernels' bf16 GEMV (AVX-512 BF16, when it loads) or else
-    torch.mv / torch.addmv, which read a bf16 weight at close to memory speed where F.linear's
-    GEMM path does not; 2 to SMALL_BATCH_ROWS rows are computed as
+    One row goes through torch.mv / torch.addmv, which read a bf16 weight at close to memory
+    speed where F.linear's GEMM path does not; 2 to SMALL_BATCH_ROWS rows are computed as
     W @ x^T (the weight as the streamed left operand), 1.2-1.6x faster than x @ W^T for the
     batched decode shapes measured. Larger inputs (prefill) take F.linear."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // max(x.shape[-1], 1)
-        if rows == 1 and _native_bf16(x, self.weight):
-            from .kernels import bf16_gemv
-
-            y = bf16_gemv(x.reshape(1, -1), self.weight, self.bias)
-            return y.to(x.dtype).view(*x.shape[:-1], -1)
         if rows == 1:
             row = x.reshape(-1)
             y = torch.mv(self.weight, row) if self.bias is None else torch.addmv(self.bias, self.weight, row)
@@ -70,17 +63,6 @@ class MatVecLinear(nn.Linear):
                 torch.addmm(self.bias[:, None], self.weight, xt)
             return y.t().reshape(*x.shape[:-1], -1)
         return super().forward(x)
-
-
-def _native_bf16(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """rgemma.kernels' bf16 GEMV applies: bf16 on a CPU with AVX-512 BF16, no gradient."""
-    if not (NATIVE_KERNELS and x.dtype == weight.dtype == torch.bfloat16 and x.device.type == "cpu"):
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return False
-    from .kernels import bf16_gemv_available
-
-    return bf16_gemv_available()
 
 
 def matvec_linears(model, enable: bool = True):

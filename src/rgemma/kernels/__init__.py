@@ -1,15 +1,12 @@
-"""Native CPU kernels (gemv.c), compiled from C on first use and cached; optional by design.
+"""Native CPU kernels, compiled from C on first use and cached; optional by design.
 
-- `int8_gemv(x, q, scale, bias)`: the int8 weight-only product for decode-sized inputs, used
-  by rgemma.quantize. Needs AVX-512 (F, BW, VL, VNNI).
-- `bf16_gemv(x, w, bias)`: the bf16 product for one-row inputs, used by
-  rgemma.speed.MatVecLinear. Needs AVX-512 BF16 as well.
-
-Both need an x86-64 CPU with those extensions and a C compiler (`$CC`, else cc or gcc);
-`int8_gemv_available()` / `bf16_gemv_available()` say whether they loaded, and callers use
-torch's kernels when they did not. RGEMMA_NATIVE=0 turns them off. The shared library is built once into
-$RGEMMA_CACHE/kernels (default ~/.cache/rgemma/kernels), named by a hash of the source and the
-build command, and written atomically, so concurrent first uses cannot see half a file.
+`int8_gemv(x, q, scale, bias)`: the int8 weight-only product for decode-sized inputs
+(int8_gemv.c), used by rgemma.quantize. It needs an x86-64 CPU with AVX-512 (F, BW, VL, VNNI)
+and a C compiler (`$CC`, else cc or gcc); `int8_gemv_available()` says whether it loaded, and
+rgemma.quantize uses torch's kernels when it did not. RGEMMA_NATIVE=0 turns it off. The shared
+library is built once into $RGEMMA_CACHE/kernels (default ~/.cache/rgemma/kernels), named by a
+hash of the source and the build command, and written atomically, so concurrent first uses
+cannot see half a file.
 """
 
 from __future__ import annotations
@@ -27,17 +24,13 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("gemv.c")
+SOURCE = Path(__file__).with_name("int8_gemv.c")
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni")
 CFLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-fopenmp", "-shared", "-fPIC"]
 
 
 def int8_gemv_available() -> bool:
     return _library() is not None
-
-
-def bf16_gemv_available() -> bool:
-    return _library() is not None and "avx512_bf16" in _cpu_flags()
 
 
 def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
@@ -58,18 +51,6 @@ def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
     return y
 
 
-def bf16_gemv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x (rows, in) bf16 @ w (out, in) bf16 ^T + bias, in float32 (rows, out); accumulation in
-    float32 as torch.mv. Call only when bf16_gemv_available(); every tensor on the CPU."""
-    xc, wc = x.contiguous(), w.contiguous()
-    bf = bias.to(torch.float32).contiguous() if bias is not None else None
-    rows, (n_out, k_in) = xc.shape[0], wc.shape
-    y = torch.empty(rows, n_out, dtype=torch.float32)
-    _library().rgemma_bf16_gemv(xc.data_ptr(), wc.data_ptr(), bf.data_ptr() if bf is not None else None,
-                                y.data_ptr(), rows, n_out, k_in, torch.get_num_threads())
-    return y
-
-
 @functools.cache
 def _library() -> ctypes.CDLL | None:
     if os.environ.get("RGEMMA_NATIVE", "1") == "0" or not _cpu_supported():
@@ -84,23 +65,18 @@ def _library() -> ctypes.CDLL | None:
         return None
     lib.rgemma_int8_gemv.restype = ctypes.c_int
     lib.rgemma_int8_gemv.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int]
-    lib.rgemma_bf16_gemv.restype = ctypes.c_int
-    lib.rgemma_bf16_gemv.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int]
     return lib
 
 
 def _cpu_supported() -> bool:
-    return platform.machine().lower() in ("x86_64", "amd64") and all(f in _cpu_flags() for f in CPU_FLAGS)
-
-
-@functools.cache
-def _cpu_flags() -> frozenset[str]:
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return frozenset()
-    return frozenset(next((line.split(":", 1)[1].split() for line in lines
-                           if line.startswith("flags")), []))
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    return all(f in flags for f in CPU_FLAGS)
 
 
 def _build(compiler: str) -> Path:
@@ -111,7 +87,7 @@ def _build(compiler: str) -> Path:
     command = [compiler, *CFLAGS, str(SOURCE), *link]
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join(command).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("RGEMMA_CACHE", Path.home() / ".cache" / "rgemma")) / "kernels"
-    target = cache / f"gemv-{key}.so"
+    target = cache / f"int8_gemv-{key}.so"
     if target.exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)

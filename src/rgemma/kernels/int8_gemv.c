@@ -1,6 +1,6 @@
-/* Matrix-vector products for CPU decode (x86-64, AVX-512 F/BW/VL + VNNI; BF16 for the second).
+/* int8 weight-only matrix-vector product for CPU decode (x86-64, AVX-512 F/BW/VL + VNNI).
  *
- * rgemma_int8_gemv: int8 weight-only, y[b, n] = scale[n] * sum_k q[n, k] * x[b, k] + bias[n].
+ *   y[b, n] = scale[n] * sum_k q[n, k] * x[b, k] + bias[n]
  *
  * q is int8 (n_out, k_in), row-major. Each row of x is first rounded to int16 against its own
  * absmax (|xq| <= 2^14 - 1: 14 bits, far finer than the bf16 activations it reads), then
@@ -83,44 +83,3 @@ int rgemma_int8_gemv(const float *x, const int8_t *q, const float *scale, const 
     return 0;
 }
 
-/* ---------------------------------------------------------------- bf16 (AVX-512 BF16)
- * y[b, n] = sum_k w[n, k] * x[b, k] + bias[n], w and x bfloat16 (raw uint16), y float32.
- * vdpbf16ps multiplies 32 bf16 pairs exactly and accumulates in float32, as torch.mv does;
- * only the order of the additions differs. Same four-row streaming as the int8 kernel. */
-static inline __m512i load_h(const uint16_t *p, int64_t k, int64_t k_end) {
-    int64_t left = k_end - k;
-    return left >= 32 ? _mm512_loadu_si512(p + k)
-                      : _mm512_maskz_loadu_epi16((__mmask32)((1ull << left) - 1), p + k);
-}
-
-__attribute__((target("avx512bf16")))
-static void dot_rows_bf16(const uint16_t *w, int64_t k_in, int nrows, const uint16_t *x, float *acc) {
-    __m512 a[ROWS];
-    for (int r = 0; r < ROWS; r++) a[r] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < k_in; k += 32) {
-        __m512bh xv = (__m512bh)load_h(x, k, k_in);
-        for (int r = 0; r < nrows; r++) {
-            const uint16_t *wr = w + r * k_in;
-            _mm_prefetch((const char *)(wr + k + PREFETCH), _MM_HINT_T0);
-            a[r] = _mm512_dpbf16_ps(a[r], (__m512bh)load_h(wr, k, k_in), xv);
-        }
-    }
-    for (int r = 0; r < nrows; r++) acc[r] = _mm512_reduce_add_ps(a[r]);
-}
-
-int rgemma_bf16_gemv(const uint16_t *x, const uint16_t *w, const float *bias, float *y,
-                     int64_t rows, int64_t n_out, int64_t k_in, int threads) {
-    int64_t blocks = (n_out + ROWS - 1) / ROWS;
-    #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t i = 0; i < blocks; i++) {
-        int64_t n = i * ROWS;
-        int nrows = n + ROWS <= n_out ? ROWS : (int)(n_out - n);
-        float acc[ROWS];
-        for (int64_t b = 0; b < rows; b++) {
-            dot_rows_bf16(w + n * k_in, k_in, nrows, x + b * k_in, acc);
-            for (int r = 0; r < nrows; r++)
-                y[b * n_out + n + r] = acc[r] + (bias ? bias[n + r] : 0.f);
-        }
-    }
-    return 0;
-}
