@@ -59,7 +59,8 @@ needs_native = pytest.mark.skipif(not kernels.int8_gemv_available(),
 @needs_native
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("rows,k_in,n_out,bias", [(1, 64, 40, True), (2, 33, 7, False),
-                                                  (3, 100, 5, True), (1, 8200, 9, True)])
+                                                  (3, 100, 5, True), (1, 8200, 9, True),
+                                                  (1, 200, 17, True), (2, 8256, 16, False)])
 def test_native_kernel_equals_exact_product(kernel, dtype, rows, k_in, n_out, bias):
     """Odd widths (masked tails), more outputs than a multiple of 4, K past one 8192 block,
     several rows; within the int16 activation rounding (2^-14 of each row's absmax)."""
@@ -78,6 +79,30 @@ def test_native_kernel_equals_exact_product(kernel, dtype, rows, k_in, n_out, bi
     kernel("auto")
     if rows <= quantize.NATIVE_MAX_ROWS:
         torch.testing.assert_close(q8(x), out)  # auto picks it for so few rows
+
+
+@needs_native
+def test_native_kernel_reads_and_writes_bf16_as_torch_rounds():
+    """bf16 in and out equals the float32 call rounded by torch (nearest-even), bit for bit."""
+    torch.manual_seed(1)
+    q = torch.randint(-127, 128, (37, 300), dtype=torch.int8)
+    x, scale, bias = (torch.randn(n, dtype=torch.bfloat16) for n in ((2, 300), 37, 37))
+    out = kernels.int8_gemv(x, q, scale * 0.01, bias)
+    assert out.dtype == torch.bfloat16
+    ref = kernels.int8_gemv(x.float(), q, (scale * 0.01).float(), bias.float())
+    assert ref.dtype == torch.float32 and torch.equal(out, ref.to(torch.bfloat16))
+
+
+@needs_native
+def test_native_kernel_does_not_overflow_at_the_extremes():
+    """Every activation at its absmax and every weight at 127: the int32 lanes stay in range."""
+    k_in = 20000
+    q = torch.full((9, k_in), 127, dtype=torch.int8)
+    q[1] = -127
+    out = kernels.int8_gemv(torch.ones(1, k_in), q, torch.ones(9))
+    expected = torch.full((1, 9), 127.0 * k_in)
+    expected[0, 1] = -127.0 * k_in
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=0)
 
 
 def test_native_kernel_builds_once_and_can_be_switched_off(tmp_path, monkeypatch):
@@ -129,7 +154,41 @@ def test_quantize_model_swaps_linears_not_embeddings():
     assert (out.argmax(-1) == ref.argmax(-1)).float().mean() > 0.9
 
 
-@pytest.mark.parametrize("name", ["pack", "dequant", pytest.param("native", marks=needs_native)])
+needs_amx = pytest.mark.skipif(not kernels.amx_available(), reason="needs AMX and a C compiler")
+
+
+@needs_amx
+@pytest.mark.parametrize("rows,k_in,n_out,bias", [(2, 64, 40, True), (5, 33, 7, False),
+                                                  (33, 100, 70, True), (130, 2600, 33, True)])
+def test_amx_kernel_equals_exact_int8_product(kernel, rows, k_in, n_out, bias):
+    """bf16 activations times the int8 weights exactly, scaled in fp32, rounded to bf16 once:
+    partial blocks of weight rows, inputs and batch rows, and more than AMX_MAX_ROWS rows."""
+    torch.manual_seed(rows * k_in)
+    linear = nn.Linear(k_in, n_out, bias=bias).to(torch.bfloat16)
+    q8 = Int8Linear.from_linear(linear)
+    x = torch.randn(rows, 1, k_in, dtype=torch.bfloat16)
+    kernel("amx")
+    out = q8(x)
+    assert out.shape == (rows, 1, n_out) and out.dtype == torch.bfloat16
+    exact = (x.double() @ q8.weight.double().t()) * q8.weight_scale.double()
+    exact = exact + (linear.bias.double() if bias else 0)
+    slack = 1e-6 * k_in * (x.double().abs() @ q8.weight.double().abs().t()) * q8.weight_scale.double()
+    assert ((out.double() - exact).abs() <= exact.abs() * 2**-8 + slack).all()
+    kernel("auto")
+    if quantize.NATIVE_MAX_ROWS < rows <= quantize.AMX_MAX_ROWS:
+        assert torch.equal(q8(x), out)  # auto picks it for decode batches
+
+
+@needs_amx
+def test_amx_kernel_is_refused_for_float32_activations(kernel):
+    q8 = Int8Linear.from_linear(nn.Linear(32, 8))
+    kernel("amx")
+    with pytest.raises(ValueError, match="bf16 activations"):
+        q8(torch.randn(3, 32))
+
+
+@pytest.mark.parametrize("name", ["pack", "dequant", pytest.param("native", marks=needs_native),
+                                  pytest.param("amx", marks=needs_amx)])
 def test_quantized_bf16_decode_equals_its_forward(kernel, name):
     """Each kernel path: decode steps of the quantized model equal its own full forward (to
     bf16 noise: the float bf16 model differs by 0.07 at logits of 5 here)."""

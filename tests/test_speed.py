@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import random_model, tiny_config
-from rgemma import State, bench, speed
+from rgemma import State, bench, kernels, speed
 from rgemma.bench import decode_flops, linear_params, prefill_flops, run_bench
 from rgemma.config import RecurrentGemmaConfig
 from rgemma.generate import prefill
@@ -208,6 +208,30 @@ def test_matvec_linear_one_bf16_row_equals_exact_product(k_in, bias):
     exact = x.double() @ layer.weight.double().t() + (layer.bias.double() if bias else 0)
     assert y.shape == (1, 1, 40) and y.dtype == torch.bfloat16
     assert ((y.double() - exact).abs() <= exact.abs() * 2**-8 + 1e-6).all()
+
+
+@pytest.mark.skipif(not kernels.amx_available(), reason="needs AMX and a C compiler")
+@pytest.mark.parametrize("rows,k_in,n_out", [(2, 24, 40), (5, 37, 33), (16, 100, 64), (16, 2600, 70)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_matvec_linear_amx_rows_equal_exact_product(rows, k_in, n_out, bias):
+    """2..AMX_ROWS bf16 rows through the AMX kernel: fp32 sums rounded once, like torch's GEMM
+    (odd widths and a partial last block of weight rows and inputs)."""
+    torch.manual_seed(rows * k_in)
+    layer = torch.nn.Linear(k_in, n_out, bias=bias).to(torch.bfloat16)
+    layer.__class__ = speed.MatVecLinear
+    x = torch.randn(rows, 1, k_in, dtype=torch.bfloat16)
+    with torch.no_grad():
+        y = layer(x)
+        speed.USE_AMX = False
+        try:
+            torch_y = layer(x)
+        finally:
+            speed.USE_AMX = True
+    exact = x.double() @ layer.weight.double().t() + (layer.bias.double() if bias else 0)
+    assert y.shape == (rows, 1, n_out) and y.dtype == torch.bfloat16
+    slack = 1e-6 * k_in * (x.double().abs() @ layer.weight.double().abs().t())  # fp32 sums
+    assert ((y.double() - exact).abs() <= exact.abs() * 2**-8 + slack).all()
+    torch.testing.assert_close(y, torch_y, rtol=2**-7, atol=1e-2)
 
 
 @pytest.mark.parametrize("rows", [1, 2, 5, speed.SMALL_BATCH_ROWS, speed.SMALL_BATCH_ROWS + 1])

@@ -157,8 +157,9 @@ class RGLRU(nn.Module):
         self.recurrent_gate_bias = nn.Parameter(torch.zeros(H, E // H))
 
     def _gate(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        xh = x.unflatten(-1, (self.heads, -1))  # (B, T, H, E/H)
-        return torch.sigmoid(torch.einsum("bthi,hij->bthj", xh, w) + b).flatten(-2)
+        xh = x.reshape(-1, self.heads, x.shape[-1] // self.heads).transpose(0, 1)  # (H, B*T, E/H)
+        y = torch.bmm(xh, w).transpose(0, 1).reshape(x.shape)  # x_h @ w_h for each head h
+        return torch.sigmoid(y + b.flatten())
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None, tok: Tokens
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -347,7 +348,9 @@ class LocalAttention(nn.Module):
         Hkv, W = self.kv_heads, self.window
         step = per_call(tok, ("ring", W), lambda: _ring_step(tok, W))
         qg = q.view(B, Hkv, H // Hkv, Dh)
-        scores = torch.cat([torch.matmul(qg, state.k.permute(0, 2, 3, 1)),  # (B, Hkv, G, W)
+        # ring @ q^T streams the ring in its stored layout (q @ ring^T would copy it first)
+        ring_scores = torch.matmul(state.k.transpose(1, 2), qg.transpose(-1, -2))  # (B, Hkv, W, G)
+        scores = torch.cat([ring_scores.transpose(-1, -2),  # (B, Hkv, G, W)
                             torch.matmul(qg, k.view(B, Hkv, Dh, 1))], dim=-1) * Dh**-0.5
         probs = torch.softmax(scores.masked_fill(step.hidden, MIN_LOGIT).float(), -1).to(q.dtype)
         out = torch.matmul(probs[..., :W], state.v.transpose(1, 2))  # (B, Hkv, G, Dh)

@@ -6,12 +6,14 @@ quantized against the very scale it is used with. Activations stay in the model 
 y = (x @ q^T) * s + b. Embeddings are never quantized; the tied LM head is (it gets its own
 int8 copy, and the embedding stays as it was for the lookup).
 
-Kernels, picked per call ("auto"): for one or two rows on a CPU with AVX-512 VNNI, rgemma's
-native kernel (rgemma.kernels, C compiled on first use): it reads 1 byte per weight at close to
-memory speed, rounding each activation row to int16 against its absmax on the way (14 bits,
-finer than bf16). Up to PACK_MAX_ROWS rows, `torch._weight_int8pack_mm` (no dequantized copy,
-but compute-bound at ~14 G weights/s on 2 cores). Above that, or off the CPU, the fallback
-dequantizes and calls F.linear. Measured in bench/README.
+Kernels, picked per call ("auto"), on a CPU: for up to NATIVE_MAX_ROWS rows with AVX-512
+VNNI, rgemma's int8 GEMV (rgemma.kernels, C compiled on first use): it reads 1 byte per weight
+at close to memory speed, rounding each activation row to int16 against its absmax on the way
+(14 bits, finer than bf16). Up to AMX_MAX_ROWS bf16 rows on a CPU with AMX, rgemma's AMX kernel:
+int8 rows widened to bf16 in cache, exact bf16 x int8 products, as fast as a bf16 model at
+batch 8-32. Without those, up to PACK_MAX_ROWS rows, `torch._weight_int8pack_mm` (no
+dequantized copy, but compute-bound at ~14 G weights/s on 2 cores). Otherwise (prefill, other
+devices) the fallback dequantizes and calls F.linear. Measured in bench/README.
 
 Checkpoint format (shared with `rgemma convert`): for each quantized Linear `X`,
 `X.weight` int8 (out, in) and `X.weight_scale` (out,) float; config.json has
@@ -27,9 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 METHOD = "int8-weight-only"
-INT8_KERNEL = "auto"  # "native" (rgemma.kernels), "pack" (torch._weight_int8pack_mm), "dequant",
+INT8_KERNEL = "auto"  # "native" (int8 GEMV), "amx", "pack" (torch._weight_int8pack_mm), "dequant",
 # or "auto"; tests force each
-NATIVE_MAX_ROWS = 2  # the native kernel wins for 1-2 rows (bench/README); it runs any row count
+NATIVE_MAX_ROWS = 4  # the int8 GEMV wins for 1-4 rows (bench/README); it runs any row count
+AMX_MAX_ROWS = 128  # then the AMX kernel, up to decode batch sizes
 PACK_MAX_ROWS = 8  # above this many rows dequantize + GEMM beats the pack kernel (8x slower at 32)
 
 
@@ -80,8 +83,13 @@ def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
     if _use_native_kernel(x, q):
         from .kernels import int8_gemv
 
-        y = int8_gemv(x.reshape(-1, x.shape[-1]), q, scale, bias)
+        y = int8_gemv(x.reshape(-1, x.shape[-1]), q, scale, bias)  # bf16/fp32 in, same out
         return y.to(x.dtype).view(*x.shape[:-1], q.shape[0])
+    if _use_amx_kernel(x):
+        from .kernels import amx_linear
+
+        y = amx_linear(x.reshape(-1, x.shape[-1]), q, scale, bias)
+        return y.view(*x.shape[:-1], q.shape[0])
     if _use_pack_kernel(x, q, scale):
         rows = x.reshape(-1, x.shape[-1])
         y = torch._weight_int8pack_mm(rows, q, scale).view(*x.shape[:-1], q.shape[0])
@@ -103,8 +111,22 @@ def _use_native_kernel(x: torch.Tensor, q: torch.Tensor) -> bool:
     return fits and x.numel() // x.shape[-1] <= NATIVE_MAX_ROWS and not (x.requires_grad and torch.is_grad_enabled())
 
 
+def _use_amx_kernel(x: torch.Tensor) -> bool:
+    if INT8_KERNEL not in ("auto", "amx"):
+        return False
+    from .kernels import amx_available
+
+    fits = x.device.type == "cpu" and x.dtype == torch.bfloat16 and amx_available()
+    if INT8_KERNEL == "amx":
+        if not fits:
+            raise ValueError("the AMX int8 kernel needs bf16 activations on a CPU with AMX and a "
+                             f"C compiler (got {x.dtype} on {x.device}; see rgemma.kernels)")
+        return True
+    return fits and x.numel() // x.shape[-1] <= AMX_MAX_ROWS and not (x.requires_grad and torch.is_grad_enabled())
+
+
 def _use_pack_kernel(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> bool:
-    if INT8_KERNEL in ("dequant", "native") or not hasattr(torch, "_weight_int8pack_mm"):
+    if INT8_KERNEL in ("dequant", "native", "amx") or not hasattr(torch, "_weight_int8pack_mm"):
         return False
     # The CPU kernel wants activations and scales of one dtype, a contiguous q, and
     # in_features a multiple of 16 (other widths crash it). It also takes float32, but is

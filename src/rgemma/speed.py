@@ -3,7 +3,8 @@
 - `set_threads(n)`: intra-op CPU threads.
 - `use_scan(impl)`: the RG-LRU scan every model uses ("fast", "ref", or "triton" on a GPU).
 - `matvec_linears(model)`: decode-sized products on CPUs: one row through torch.addmv (streams
-  bf16 weights ~1.25x faster than F.linear's GEMM path), up to 128 rows as W @ x^T.
+  bf16 weights ~1.25x faster than F.linear's GEMM path), 2-16 bf16 rows through rgemma's AMX
+  kernel where the CPU has AMX, else up to 128 rows as W @ x^T.
 - `use_attention(impl)`: prefill attention, "sdpa" (torch's fused kernel, the default) or
   "ref" (DeepMind's computation, which rounds the scores to the model dtype).
 - `compile_decode_step(model)`: `torch.compile` of the one-token decode step.
@@ -41,15 +42,18 @@ def set_threads(n: int | None) -> int:
 
 
 SMALL_BATCH_ROWS = 128  # up to this many rows, W @ x^T beats x @ W^T on CPUs (bench/README)
+AMX_ROWS = 16  # up to this many bf16 rows, rgemma's AMX kernel (rgemma.kernels) beats torch's
+USE_AMX = True  # tests switch it off to compare with torch's kernels
 
 
 class MatVecLinear(nn.Linear):
     """An nn.Linear (same parameters, same state_dict) for decode-sized inputs on CPUs.
 
     One row goes through torch.mv / torch.addmv, which read a bf16 weight at close to memory
-    speed where F.linear's GEMM path does not; 2 to SMALL_BATCH_ROWS rows are computed as
-    W @ x^T (the weight as the streamed left operand), 1.2-1.6x faster than x @ W^T for the
-    batched decode shapes measured. Larger inputs (prefill) take F.linear."""
+    speed where F.linear's GEMM path does not; 2 to AMX_ROWS bf16 rows go through rgemma's AMX
+    kernel where the CPU has AMX (rgemma.kernels); otherwise up to SMALL_BATCH_ROWS rows are
+    computed as W @ x^T (the weight as the streamed left operand), 1.2-1.6x faster than
+    x @ W^T for the batched decode shapes measured. Larger inputs (prefill) take F.linear."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // max(x.shape[-1], 1)
@@ -57,12 +61,25 @@ class MatVecLinear(nn.Linear):
             row = x.reshape(-1)
             y = torch.mv(self.weight, row) if self.bias is None else torch.addmv(self.bias, self.weight, row)
             return y.view(*x.shape[:-1], -1)
+        if 1 < rows <= AMX_ROWS and _amx_fits(x, self.weight):
+            from .kernels import amx_linear
+
+            return amx_linear(x.reshape(rows, -1), self.weight, None, self.bias).view(*x.shape[:-1], -1)
         if 1 < rows <= SMALL_BATCH_ROWS:
             xt = x.reshape(rows, -1).t()
             y = torch.mm(self.weight, xt) if self.bias is None else \
                 torch.addmm(self.bias[:, None], self.weight, xt)
             return y.t().reshape(*x.shape[:-1], -1)
         return super().forward(x)
+
+
+def _amx_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    if not USE_AMX or x.dtype != torch.bfloat16 or weight.dtype != torch.bfloat16 \
+            or x.device.type != "cpu" or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+        return False
+    from .kernels import amx_available
+
+    return amx_available()
 
 
 def matvec_linears(model, enable: bool = True):

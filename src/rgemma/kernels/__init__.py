@@ -1,12 +1,16 @@
 """Native CPU kernels, compiled from C on first use and cached; optional by design.
 
-`int8_gemv(x, q, scale, bias)`: the int8 weight-only product for decode-sized inputs
-(int8_gemv.c), used by rgemma.quantize. It needs an x86-64 CPU with AVX-512 (F, BW, VL, VNNI)
-and a C compiler (`$CC`, else cc or gcc); `int8_gemv_available()` says whether it loaded, and
-rgemma.quantize uses torch's kernels when it did not. RGEMMA_NATIVE=0 turns it off. The shared
-library is built once into $RGEMMA_CACHE/kernels (default ~/.cache/rgemma/kernels), named by a
-hash of the source and the build command, and written atomically, so concurrent first uses
-cannot see half a file.
+- `int8_gemv(x, q, scale, bias)` (int8_gemv.c): the int8 weight-only product for one to a few
+  rows, AVX-512 VNNI, close to memory speed. Needs AVX-512 F, BW, VL and VNNI.
+- `amx_linear(x, w, scale, bias)` (amx_linear.c): bf16 activations times bf16 or int8
+  weights for decode batches (2 to ~128 rows) on AMX tiles; its int8 path is what makes an
+  int8 model as fast as bf16 at batch 8-32 (torch has no fast kernel there). Needs AMX-BF16.
+
+rgemma.quantize and rgemma.speed use them; `int8_gemv_available()` / `amx_available()` say
+whether each loaded, and torch's kernels run when not. Building needs a C compiler (`$CC`, else
+cc or gcc). RGEMMA_NATIVE=0 turns both off. Each shared library is built once into
+$RGEMMA_CACHE/kernels (default ~/.cache/rgemma/kernels), named by a hash of the source and the
+build command, and written atomically, so concurrent first uses cannot see half a file.
 """
 
 from __future__ import annotations
@@ -20,55 +24,114 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("int8_gemv.c")
-CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni")
-CFLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-fopenmp", "-shared", "-fPIC"]
+HERE = Path(__file__).parent
+BASE_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC"]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    source: str
+    cpu_flags: tuple[str, ...]  # as /proc/cpuinfo spells them
+    cflags: tuple[str, ...]
+
+
+KERNELS = {
+    "int8_gemv": Kernel("int8_gemv.c", ("avx512f", "avx512bw", "avx512vl", "avx512_vnni"),
+                        ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni")),
+    "amx_linear": Kernel("amx_linear.c", ("avx512f", "avx512bw", "avx512vl", "avx512_bf16",
+                                          "amx_tile", "amx_bf16"),
+                         ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile",
+                          "-mamx-bf16")),
+}
 
 
 def int8_gemv_available() -> bool:
-    return _library() is not None
+    return _library("int8_gemv") is not None
+
+
+def amx_available() -> bool:
+    return _library("amx_linear") is not None
 
 
 def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
               bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x (rows, in) float @ (q int8 (out, in) * scale (out,))^T + bias, in float32 (rows, out).
-    Call only when int8_gemv_available(); every tensor on the CPU."""
-    lib = _library()
-    xf = x.to(torch.float32).contiguous()
-    sf = scale.to(torch.float32).contiguous()
-    bf = bias.to(torch.float32).contiguous() if bias is not None else None
-    rows, (n_out, k_in) = xf.shape[0], q.shape
-    y = torch.empty(rows, n_out, dtype=torch.float32)
-    status = lib.rgemma_int8_gemv(xf.data_ptr(), q.contiguous().data_ptr(), sf.data_ptr(),
-                                  bf.data_ptr() if bf is not None else None, y.data_ptr(),
-                                  rows, n_out, k_in, torch.get_num_threads())
+    """x (rows, in) float @ (q int8 (out, in) * scale (out,))^T + bias, as (rows, out) in x's
+    dtype when that is bfloat16 or float32 (else float32). The kernel reads and writes both
+    dtypes itself, so a bf16 call converts nothing. Call only when int8_gemv_available();
+    every tensor on the CPU."""
+    lib = _library("int8_gemv")
+    xc, sc = _native(x), _native(scale)
+    bc = _native(bias) if bias is not None else None
+    rows, (n_out, k_in) = xc.shape[0], q.shape
+    y = torch.empty(rows, n_out, dtype=xc.dtype)
+    kinds = sum(int(t.dtype == torch.bfloat16) << i for i, t in enumerate((xc, sc, bc, y)) if t is not None)
+    status = lib.rgemma_int8_gemv(xc.data_ptr(), q.contiguous().data_ptr(), sc.data_ptr(),
+                                  bc.data_ptr() if bc is not None else None, y.data_ptr(),
+                                  rows, n_out, k_in, torch.get_num_threads(), kinds)
     if status != 0:
         raise MemoryError("int8_gemv: out of memory for the quantized activations")
     return y
 
 
+def _native(t: torch.Tensor) -> torch.Tensor:
+    """`t` as a contiguous bfloat16 or float32 tensor, the two dtypes the kernel reads."""
+    return (t if t.dtype in (torch.bfloat16, torch.float32) else t.float()).contiguous()
+
+
+def amx_linear(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None = None,
+               bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (rows, in) bf16 @ w^T [* scale] + bias -> (rows, out) bf16, with w (out, in) bf16, or
+    int8 with `scale` (out,). Call only when amx_available(); every tensor on the CPU."""
+    lib = _library("amx_linear")
+    if x.dtype != torch.bfloat16 or w.dtype not in (torch.bfloat16, torch.int8):
+        raise ValueError(f"amx_linear takes bf16 activations and bf16/int8 weights, got {x.dtype}, {w.dtype}")
+    if (w.dtype == torch.int8) != (scale is not None):
+        raise ValueError("amx_linear needs a scale exactly when the weight is int8")
+    xc, wc = x.contiguous(), w.contiguous()
+    sc = scale.to(torch.bfloat16).contiguous() if scale is not None else None
+    bc = bias.to(torch.bfloat16).contiguous() if bias is not None else None
+    rows, (n_out, k_in) = xc.shape[0], wc.shape
+    y = torch.empty(rows, n_out, dtype=torch.bfloat16)
+    status = lib.rgemma_amx_linear(xc.data_ptr(), wc.data_ptr(), int(wc.dtype == torch.int8),
+                                   sc.data_ptr() if sc is not None else None,
+                                   bc.data_ptr() if bc is not None else None, y.data_ptr(),
+                                   rows, n_out, k_in, torch.get_num_threads())
+    if status != 0:
+        raise MemoryError("amx_linear: out of memory for its buffers")
+    return y
+
+
 @functools.cache
-def _library() -> ctypes.CDLL | None:
-    if os.environ.get("RGEMMA_NATIVE", "1") == "0" or not _cpu_supported():
+def _library(name: str) -> ctypes.CDLL | None:
+    kernel = KERNELS[name]
+    if os.environ.get("RGEMMA_NATIVE", "1") == "0" or not _cpu_supported(kernel.cpu_flags):
         return None
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
     try:
-        lib = ctypes.CDLL(str(_build(compiler)))
+        lib = ctypes.CDLL(str(_build(compiler, kernel)))
     except (OSError, subprocess.SubprocessError) as exc:
-        print(f"rgemma: native int8 kernel unavailable ({exc}); using torch's", file=sys.stderr)
+        print(f"rgemma: native kernel {name} unavailable ({exc}); using torch's", file=sys.stderr)
         return None
-    lib.rgemma_int8_gemv.restype = ctypes.c_int
-    lib.rgemma_int8_gemv.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int]
+    c_ptr, c_i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    if name == "int8_gemv":
+        lib.rgemma_int8_gemv.restype = c_int
+        lib.rgemma_int8_gemv.argtypes = [c_ptr] * 5 + [c_i64] * 3 + [c_int] * 2
+    else:
+        lib.rgemma_amx_linear.restype = c_int
+        lib.rgemma_amx_linear.argtypes = [c_ptr, c_ptr, c_int] + [c_ptr] * 3 + [c_i64] * 3 + [c_int]
+        if lib.rgemma_amx_init() != 0:  # the kernel (Linux 5.16+) must be asked for AMX state
+            return None
     return lib
 
 
-def _cpu_supported() -> bool:
+def _cpu_supported(flags_needed=KERNELS["int8_gemv"].cpu_flags) -> bool:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
     try:
@@ -76,18 +139,19 @@ def _cpu_supported() -> bool:
     except OSError:
         return False
     flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
-    return all(f in flags for f in CPU_FLAGS)
+    return all(f in flags for f in flags_needed)
 
 
-def _build(compiler: str) -> Path:
-    """Compile SOURCE once per (source, command) into the cache; return the library's path."""
+def _build(compiler: str, kernel: Kernel) -> Path:
+    """Compile the kernel once per (source, command) into the cache; return the library's path."""
     # Link against the OpenMP runtime torch already loaded, so both share one thread pool.
     gomp = Path(torch.__file__).parent / "lib" / "libgomp.so.1"
     link = [str(gomp)] if gomp.exists() else []
-    command = [compiler, *CFLAGS, str(SOURCE), *link]
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(command).encode()).hexdigest()[:16]
+    source = HERE / kernel.source
+    command = [compiler, *BASE_FLAGS, *kernel.cflags, str(source), *link]
+    key = hashlib.sha256(source.read_bytes() + " ".join(command).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("RGEMMA_CACHE", Path.home() / ".cache" / "rgemma")) / "kernels"
-    target = cache / f"int8_gemv-{key}.so"
+    target = cache / f"{source.stem}-{key}.so"
     if target.exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)

@@ -5,9 +5,14 @@
  * q is int8 (n_out, k_in), row-major. Each row of x is first rounded to int16 against its own
  * absmax (|xq| <= 2^14 - 1: 14 bits, far finer than the bf16 activations it reads), then
  * vpdpwssd multiplies 32 int16 x int8 pairs per instruction into int32 lanes. Partial sums
- * are flushed to float every BLOCK_K inputs, so the int32 lanes cannot overflow:
- * (BLOCK_K / 32) * 2 * 16383 * 127 < 2^31. Four weight rows are read at a time (four memory
- * streams per thread), which is what brings a 2-core machine close to its memory bandwidth.
+ * are flushed to float every BLOCK_K inputs, so no int32 lane can overflow: a lane takes at
+ * most (BLOCK_K / 32) * 2 products of |16383 * 127|, under 2^31. ROWS weight rows are read at a time, one
+ * 64-byte line per row per iteration with a software prefetch PREFETCH bytes ahead: many
+ * concurrent memory streams per thread are what bring a 2-core machine close to its memory
+ * bandwidth (bench/README: 8 rows, 512 bytes ahead measured best).
+ *
+ * x, scale, bias and y are each float32 or bfloat16 (a flag per tensor), so a bf16 model needs
+ * no conversion around the call; y is rounded to bf16 to nearest-even, as torch rounds.
  * rgemma/kernels/__init__.py compiles this file on first use; rgemma.quantize falls back to
  * torch kernels when it cannot.
  */
@@ -15,19 +20,39 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
-#define ROWS 4
+#define ROWS 8
 #define BLOCK_K 8192
 #define PREFETCH 512
 #define XMAX 16383.0f
 
-static void quantize_row(const float *x, int64_t k_in, int16_t *xq, float *xscale) {
+enum { F32 = 0, BF16 = 1 };
+
+static inline float load_f(const void *p, int64_t i, int kind) {
+    if (kind == F32) return ((const float *)p)[i];
+    uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline void store_f(void *p, int64_t i, float f, int kind) {
+    if (kind == F32) { ((float *)p)[i] = f; return; }
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint16_t h = isnan(f) ? 0x7FC0 : (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+    ((uint16_t *)p)[i] = h;
+}
+
+static void quantize_row(const void *x, int64_t off, int kind, int64_t k_in, int16_t *xq,
+                         float *xscale) {
     float m = 0.f;
-    for (int64_t k = 0; k < k_in; k++) m = fmaxf(m, fabsf(x[k]));
+    for (int64_t k = 0; k < k_in; k++) m = fmaxf(m, fabsf(load_f(x, off + k, kind)));
     float s = m > 0.f ? m / XMAX : 1.f;
     float inv = 1.f / s;
-    for (int64_t k = 0; k < k_in; k++) xq[k] = (int16_t)lrintf(x[k] * inv);
-    for (int64_t k = k_in; k < ((k_in + 31) & ~(int64_t)31); k++) xq[k] = 0;
+    for (int64_t k = 0; k < k_in; k++) xq[k] = (int16_t)lrintf(load_f(x, off + k, kind) * inv);
+    for (int64_t k = k_in; k < ((k_in + 63) & ~(int64_t)63); k++) xq[k] = 0;
     *xscale = s;
 }
 
@@ -38,34 +63,48 @@ static inline __m512i load_w(const int8_t *w, int64_t k, int64_t k_end) {
     return _mm512_cvtepi8_epi16(v);
 }
 
-/* sum_k w_r[k] * xq[k] for ROWS rows starting at w (row stride k_in), as floats. */
+/* acc[r] = sum_k w_r[k] * xq[k] for nrows <= ROWS rows starting at w (row stride k_in). */
 static void dot_rows(const int8_t *w, int64_t k_in, int nrows, const int16_t *xq, float *acc) {
     for (int r = 0; r < nrows; r++) acc[r] = 0.f;
     for (int64_t k0 = 0; k0 < k_in; k0 += BLOCK_K) {
         int64_t k1 = k0 + BLOCK_K < k_in ? k0 + BLOCK_K : k_in;
-        __m512i a[ROWS];
-        for (int r = 0; r < ROWS; r++) a[r] = _mm512_setzero_si512();
-        for (int64_t k = k0; k < k1; k += 32) {
-            __m512i xv = _mm512_loadu_si512(xq + k);
-            for (int r = 0; r < nrows; r++) {
-                const int8_t *wr = w + r * k_in;
-                _mm_prefetch((const char *)(wr + k + PREFETCH), _MM_HINT_T0);
-                a[r] = _mm512_dpwssd_epi32(a[r], load_w(wr, k, k1), xv);
+        __m512i a[ROWS], b[ROWS];
+        for (int r = 0; r < ROWS; r++) a[r] = b[r] = _mm512_setzero_si512();
+        int64_t k = k0;
+        if (nrows == ROWS) {  /* the main loop: whole 64-byte lines of ROWS rows */
+            for (; k + 64 <= k1; k += 64) {
+                __m512i x0 = _mm512_loadu_si512(xq + k), x1 = _mm512_loadu_si512(xq + k + 32);
+                for (int r = 0; r < ROWS; r++) {
+                    const int8_t *wr = w + r * k_in + k;
+                    _mm_prefetch((const char *)(wr + PREFETCH), _MM_HINT_T0);
+                    __m512i wv = _mm512_loadu_si512(wr);
+                    __m512i lo = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(wv));
+                    __m512i hi = _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(wv, 1));
+                    a[r] = _mm512_dpwssd_epi32(a[r], lo, x0);
+                    b[r] = _mm512_dpwssd_epi32(b[r], hi, x1);
+                }
             }
         }
-        for (int r = 0; r < nrows; r++) acc[r] += (float)_mm512_reduce_add_epi32(a[r]);
+        for (; k < k1; k += 32) {  /* tails: the last rows, and inputs past the last line */
+            __m512i xv = _mm512_loadu_si512(xq + k);
+            for (int r = 0; r < nrows; r++) a[r] = _mm512_dpwssd_epi32(a[r], load_w(w + r * k_in, k, k1), xv);
+        }
+        for (int r = 0; r < nrows; r++)  /* lanes summed as floats: 16 lanes could overflow int32 */
+            acc[r] += _mm512_reduce_add_ps(_mm512_add_ps(_mm512_cvtepi32_ps(a[r]), _mm512_cvtepi32_ps(b[r])));
     }
 }
 
-/* x: (rows, k_in) float32; q: (n_out, k_in) int8; scale: (n_out,) float32; bias: (n_out,)
- * float32 or NULL; y: (rows, n_out) float32. Returns 0, or -1 when out of memory. */
-int rgemma_int8_gemv(const float *x, const int8_t *q, const float *scale, const float *bias,
-                     float *y, int64_t rows, int64_t n_out, int64_t k_in, int threads) {
-    int64_t k_pad = (k_in + 31) & ~(int64_t)31;
+/* x: (rows, k_in); q: (n_out, k_in) int8; scale: (n_out,); bias: (n_out,) or NULL;
+ * y: (rows, n_out). kinds: x | scale << 1 | bias << 2 | y << 3, each bit 1 for bf16, 0 for
+ * float32. Returns 0, or -1 when out of memory. */
+int rgemma_int8_gemv(const void *x, const int8_t *q, const void *scale, const void *bias,
+                     void *y, int64_t rows, int64_t n_out, int64_t k_in, int threads, int kinds) {
+    int xk = kinds & 1, sk = (kinds >> 1) & 1, bk = (kinds >> 2) & 1, yk = (kinds >> 3) & 1;
+    int64_t k_pad = (k_in + 63) & ~(int64_t)63;
     int16_t *xq = aligned_alloc(64, (size_t)(rows * k_pad * 2 + 64) & ~(size_t)63);
     float *xs = malloc(sizeof(float) * rows);
     if (!xq || !xs) { free(xq); free(xs); return -1; }
-    for (int64_t b = 0; b < rows; b++) quantize_row(x + b * k_in, k_in, xq + b * k_pad, xs + b);
+    for (int64_t b = 0; b < rows; b++) quantize_row(x, b * k_in, xk, k_in, xq + b * k_pad, xs + b);
     int64_t blocks = (n_out + ROWS - 1) / ROWS;
     #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t i = 0; i < blocks; i++) {
@@ -74,12 +113,13 @@ int rgemma_int8_gemv(const float *x, const int8_t *q, const float *scale, const 
         float acc[ROWS];
         for (int64_t b = 0; b < rows; b++) {
             dot_rows(q + n * k_in, k_in, nrows, xq + b * k_pad, acc);
-            for (int r = 0; r < nrows; r++)
-                y[b * n_out + n + r] = acc[r] * xs[b] * scale[n + r] + (bias ? bias[n + r] : 0.f);
+            for (int r = 0; r < nrows; r++) {
+                float v = acc[r] * xs[b] * load_f(scale, n + r, sk) + (bias ? load_f(bias, n + r, bk) : 0.f);
+                store_f(y, b * n_out + n + r, v, yk);
+            }
         }
     }
     free(xq);
     free(xs);
     return 0;
 }
-
