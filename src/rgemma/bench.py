@@ -294,13 +294,14 @@ def perplexity_delta(model_dir: str | Path, data: str | Path, dtype: str = "bflo
     """Perplexity of a trained checkpoint on the documents in `data` (JSONL or text), before
     and after int8 weight-only quantization, with the logit error on the first document.
 
-    Scored once per int8 kernel: "auto" (what a prefill uses) and, where it loads, "native"
-    forced on every call (the kernel batch-1 decode uses, with its int16 activations)."""
+    Scored once per int8 kernel: "auto" (what a prefill uses) and, where they load, "native"
+    (the int8 GEMV batch-1 decode uses, with its int16 activations) and "amx" (decode batches
+    of bf16 rows), each forced on every call."""
     import io
 
     from . import quantize
     from .commands import load, perplexity, read_documents
-    from .kernels import int8_gemv_available
+    from .kernels import amx_available, int8_gemv_available
 
     lm, tok = load(str(model_dir), dtype)
     doc = read_documents(data)[0]
@@ -311,7 +312,9 @@ def perplexity_delta(model_dir: str | Path, data: str | Path, dtype: str = "bflo
         ref = lm(ids).logits
         quantize.quantize_model(lm)
         result.update(tokens=before["tokens"], perplexity=before["perplexity"])
-        kernels = ("auto", "native") if int8_gemv_available() and lm.device.type == "cpu" else ("auto",)
+        cpu = lm.device.type == "cpu"
+        kernels = ("auto",) + (("native",) if int8_gemv_available() and cpu else ()) + \
+            (("amx",) if amx_available() and cpu and next(lm.parameters()).dtype == torch.bfloat16 else ())
         previous = quantize.INT8_KERNEL
         try:
             for kernel in kernels:
