@@ -291,3 +291,20 @@ def test_perplexity_delta_scores_every_int8_kernel(tmp_path):
         assert abs(result[f"relative_change{suffix}"]) < 0.05  # two short documents
         assert result[f"logits{suffix}"]["top1_agreement"] > 0.9
     assert result["tokens"] > 20 and result["perplexity"] > 1
+
+
+@pytest.mark.parametrize("rows", [1, 8])
+def test_compiled_linears_trace_without_graph_breaks(rows):
+    """Under torch.compile the native kernels step aside for torch's, so a decode step compiles
+    into one graph (fullgraph=True fails on a break) and stays close to the eager result."""
+    from rgemma import speed
+
+    torch.manual_seed(rows)
+    dense = nn.Linear(64, 48).to(torch.bfloat16)
+    q8 = Int8Linear.from_linear(dense)
+    dense.__class__ = speed.MatVecLinear
+    x = torch.randn(rows, 64, dtype=torch.bfloat16)
+    for layer in (dense, q8):
+        with torch.no_grad():
+            compiled = torch.compile(layer, backend="eager", fullgraph=True)(x)
+            torch.testing.assert_close(compiled.float(), layer(x).float(), rtol=2e-2, atol=5e-2)

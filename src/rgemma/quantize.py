@@ -79,7 +79,10 @@ class Int8Linear(nn.Module):
 
 def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x (..., in) @ (q * scale)^T + bias, through the fastest kernel that applies."""
+    """x (..., in) @ (q * scale)^T + bias, through the fastest kernel that applies. Under
+    torch.compile only torch's kernels run (a native call would break the graph)."""
+    if torch.compiler.is_compiling():
+        return _torch_int8_linear(x, q, scale, bias)
     if _use_native_kernel(x, q):
         from .kernels import int8_gemv
 
@@ -90,6 +93,10 @@ def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
 
         y = amx_linear(x.reshape(-1, x.shape[-1]), q, scale, bias)
         return y.view(*x.shape[:-1], q.shape[0])
+    return _torch_int8_linear(x, q, scale, bias)
+
+
+def _torch_int8_linear(x, q, scale, bias):
     if _use_pack_kernel(x, q, scale):
         rows = x.reshape(-1, x.shape[-1])
         y = torch._weight_int8pack_mm(rows, q, scale).view(*x.shape[:-1], q.shape[0])

@@ -74,7 +74,8 @@ class MatVecLinear(nn.Linear):
 
 
 def _amx_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    if not USE_AMX or x.dtype != torch.bfloat16 or weight.dtype != torch.bfloat16 \
+    if not USE_AMX or torch.compiler.is_compiling() or x.dtype != torch.bfloat16 \
+            or weight.dtype != torch.bfloat16 \
             or x.device.type != "cpu" or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
         return False
     from .kernels import amx_available
