@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
+
 METHOD = "int8-weight-only"
 INT8_KERNEL = "auto"  # "native" (int8 GEMV), "amx", "pack" (torch._weight_int8pack_mm), "dequant",
 # or "auto"; tests force each
@@ -81,71 +83,43 @@ def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
     """x (..., in) @ (q * scale)^T + bias, through the fastest kernel that applies. Under
     torch.compile only torch's kernels run (a native call would break the graph)."""
-    if torch.compiler.is_compiling():
-        return _torch_int8_linear(x, q, scale, bias)
-    if _use_native_kernel(x, q):
-        from .kernels import int8_gemv
-
-        y = int8_gemv(x.reshape(-1, x.shape[-1]), q, scale, bias)  # bf16/fp32 in, same out
-        return y.to(x.dtype).view(*x.shape[:-1], q.shape[0])
-    if _use_amx_kernel(x):
-        from .kernels import amx_linear
-
-        y = amx_linear(x.reshape(-1, x.shape[-1]), q, scale, bias)
-        return y.view(*x.shape[:-1], q.shape[0])
-    return _torch_int8_linear(x, q, scale, bias)
-
-
-def _torch_int8_linear(x, q, scale, bias):
-    if _use_pack_kernel(x, q, scale):
-        rows = x.reshape(-1, x.shape[-1])
-        y = torch._weight_int8pack_mm(rows, q, scale).view(*x.shape[:-1], q.shape[0])
+    rows, out_shape = x.reshape(-1, x.shape[-1]), (*x.shape[:-1], q.shape[0])
+    if not torch.compiler.is_compiling():
+        if _picks("native", x, NATIVE_MAX_ROWS, "a CPU tensor, AVX-512 VNNI and a C compiler",
+                  lambda: x.device.type == "cpu" and x.dtype.is_floating_point
+                  and kernels.int8_gemv_available()):
+            return kernels.int8_gemv(rows, q, scale, bias).to(x.dtype).view(out_shape)
+        if _picks("amx", x, AMX_MAX_ROWS, "bf16 activations on a CPU with AMX and a C compiler",
+                  lambda: x.device.type == "cpu" and x.dtype == torch.bfloat16
+                  and kernels.amx_available()):
+            return kernels.amx_linear(rows, q, scale, bias).view(out_shape)
+    # The pack kernel wants activations and scales of one dtype, a contiguous q, and
+    # in_features a multiple of 16 (other widths crash it). It also takes float32, but is
+    # slower there than a float32 F.linear, so "auto" keeps it to bfloat16.
+    if _picks("pack", x, PACK_MAX_ROWS if x.dtype == torch.bfloat16 else 0,
+              f"bf16/float32 activations of the scale's dtype and in_features a multiple of 16 "
+              f"(in_features {q.shape[1]})",
+              lambda: hasattr(torch, "_weight_int8pack_mm") and x.device.type == "cpu"
+              and x.dtype in (torch.bfloat16, torch.float32) and scale.dtype == x.dtype
+              and q.is_contiguous() and q.shape[1] % 16 == 0):
+        y = torch._weight_int8pack_mm(rows, q, scale).view(out_shape)
         return y + bias if bias is not None else y
     return F.linear(x, q.to(x.dtype) * scale.to(x.dtype)[:, None], bias)
 
 
-def _use_native_kernel(x: torch.Tensor, q: torch.Tensor) -> bool:
-    if INT8_KERNEL not in ("auto", "native"):
+def _picks(kernel: str, x: torch.Tensor, max_rows: int, needs: str, fits) -> bool:
+    """Whether `kernel` runs this call: forced by INT8_KERNEL (an error when it cannot take the
+    input), or chosen by "auto" for at most `max_rows` rows outside autograd. `fits()` says
+    whether it can take the input; it is only asked when the kernel is in play."""
+    if INT8_KERNEL not in ("auto", kernel):
         return False
-    from .kernels import int8_gemv_available
-
-    fits = x.device.type == "cpu" and x.dtype.is_floating_point and int8_gemv_available()
-    if INT8_KERNEL == "native":
-        if not fits:
-            raise ValueError("the native int8 kernel needs a CPU tensor, AVX-512 VNNI and a C "
-                             f"compiler (device {x.device}; see rgemma.kernels)")
+    ok = fits()
+    if INT8_KERNEL == kernel:
+        if not ok:
+            raise ValueError(f"the int8 {kernel} kernel needs {needs}; got {x.dtype} on "
+                             f"{x.device} (see rgemma.kernels)")
         return True
-    return fits and x.numel() // x.shape[-1] <= NATIVE_MAX_ROWS and not (x.requires_grad and torch.is_grad_enabled())
-
-
-def _use_amx_kernel(x: torch.Tensor) -> bool:
-    if INT8_KERNEL not in ("auto", "amx"):
-        return False
-    from .kernels import amx_available
-
-    fits = x.device.type == "cpu" and x.dtype == torch.bfloat16 and amx_available()
-    if INT8_KERNEL == "amx":
-        if not fits:
-            raise ValueError("the AMX int8 kernel needs bf16 activations on a CPU with AMX and a "
-                             f"C compiler (got {x.dtype} on {x.device}; see rgemma.kernels)")
-        return True
-    return fits and x.numel() // x.shape[-1] <= AMX_MAX_ROWS and not (x.requires_grad and torch.is_grad_enabled())
-
-
-def _use_pack_kernel(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> bool:
-    if INT8_KERNEL in ("dequant", "native", "amx") or not hasattr(torch, "_weight_int8pack_mm"):
-        return False
-    # The CPU kernel wants activations and scales of one dtype, a contiguous q, and
-    # in_features a multiple of 16 (other widths crash it). It also takes float32, but is
-    # slower there than a float32 F.linear, so "auto" keeps it to bfloat16.
-    fits = (x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32)
-            and scale.dtype == x.dtype and q.is_contiguous() and q.shape[1] % 16 == 0)
-    if INT8_KERNEL == "pack":
-        if not fits:
-            raise ValueError("the int8 pack kernel does not take these inputs "
-                             f"(device {x.device}, dtype {x.dtype}, in_features {q.shape[1]})")
-        return True
-    return fits and x.dtype == torch.bfloat16 and x.numel() // x.shape[-1] <= PACK_MAX_ROWS
+    return ok and x.numel() // x.shape[-1] <= max_rows and not (x.requires_grad and torch.is_grad_enabled())
 
 
 # --------------------------------------------------------------------------- model surgery

@@ -29,6 +29,7 @@ import torch
 
 from torch import nn
 
+from . import kernels
 from .state import State
 
 
@@ -62,9 +63,7 @@ class MatVecLinear(nn.Linear):
             y = torch.mv(self.weight, row) if self.bias is None else torch.addmv(self.bias, self.weight, row)
             return y.view(*x.shape[:-1], -1)
         if 1 < rows <= AMX_ROWS and _amx_fits(x, self.weight):
-            from .kernels import amx_linear
-
-            return amx_linear(x.reshape(rows, -1), self.weight, None, self.bias).view(*x.shape[:-1], -1)
+            return kernels.amx_linear(x.reshape(rows, -1), self.weight, None, self.bias).view(*x.shape[:-1], -1)
         if 1 < rows <= SMALL_BATCH_ROWS:
             xt = x.reshape(rows, -1).t()
             y = torch.mm(self.weight, xt) if self.bias is None else \
@@ -74,13 +73,10 @@ class MatVecLinear(nn.Linear):
 
 
 def _amx_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    if not USE_AMX or torch.compiler.is_compiling() or x.dtype != torch.bfloat16 \
-            or weight.dtype != torch.bfloat16 \
-            or x.device.type != "cpu" or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
-        return False
-    from .kernels import amx_available
-
-    return amx_available()
+    """bf16 on a CPU with AMX, outside autograd and torch.compile (a native call breaks graphs)."""
+    grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    return (USE_AMX and x.dtype == weight.dtype == torch.bfloat16 and x.device.type == "cpu"
+            and not grad and not torch.compiler.is_compiling() and kernels.amx_available())
 
 
 def matvec_linears(model, enable: bool = True):

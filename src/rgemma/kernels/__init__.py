@@ -33,20 +33,30 @@ HERE = Path(__file__).parent
 BASE_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC"]
 
 
+_PTR, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+
+
 @dataclass(frozen=True)
 class Kernel:
     source: str
     cpu_flags: tuple[str, ...]  # as /proc/cpuinfo spells them
     cflags: tuple[str, ...]
+    function: str  # the entry point; returns int, 0 on success
+    argtypes: tuple
+    init: str | None = None  # called once after loading; nonzero means unusable
 
 
 KERNELS = {
     "int8_gemv": Kernel("int8_gemv.c", ("avx512f", "avx512bw", "avx512vl", "avx512_vnni"),
-                        ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni")),
+                        ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"),
+                        "rgemma_int8_gemv", (_PTR,) * 5 + (_I64,) * 3 + (_INT,) * 2),
+    # Linux (5.16+) hands out AMX state only on request: rgemma_amx_init asks for it.
     "amx_linear": Kernel("amx_linear.c", ("avx512f", "avx512bw", "avx512vl", "avx512_bf16",
                                           "amx_tile", "amx_bf16"),
                          ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile",
-                          "-mamx-bf16")),
+                          "-mamx-bf16"),
+                         "rgemma_amx_linear", (_PTR, _PTR, _INT) + (_PTR,) * 3 + (_I64,) * 3 + (_INT,),
+                         init="rgemma_amx_init"),
 }
 
 
@@ -119,19 +129,14 @@ def _library(name: str) -> ctypes.CDLL | None:
     except (OSError, subprocess.SubprocessError) as exc:
         print(f"rgemma: native kernel {name} unavailable ({exc}); using torch's", file=sys.stderr)
         return None
-    c_ptr, c_i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    if name == "int8_gemv":
-        lib.rgemma_int8_gemv.restype = c_int
-        lib.rgemma_int8_gemv.argtypes = [c_ptr] * 5 + [c_i64] * 3 + [c_int] * 2
-    else:
-        lib.rgemma_amx_linear.restype = c_int
-        lib.rgemma_amx_linear.argtypes = [c_ptr, c_ptr, c_int] + [c_ptr] * 3 + [c_i64] * 3 + [c_int]
-        if lib.rgemma_amx_init() != 0:  # the kernel (Linux 5.16+) must be asked for AMX state
-            return None
+    entry = getattr(lib, kernel.function)
+    entry.restype, entry.argtypes = _INT, list(kernel.argtypes)
+    if kernel.init is not None and getattr(lib, kernel.init)() != 0:
+        return None
     return lib
 
 
-def _cpu_supported(flags_needed=KERNELS["int8_gemv"].cpu_flags) -> bool:
+def _cpu_supported(flags_needed: tuple[str, ...]) -> bool:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
     try:
