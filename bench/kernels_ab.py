@@ -1,0 +1,94 @@
+"""Decode-step A/B of rgemma's CPU kernels, variants alternating in one process.
+
+    python bench/kernels_ab.py                          # 2B-shaped 3 layers, batches 1-32
+    python bench/kernels_ab.py --shape 2b --batches 1 --rounds 4
+
+On a shared machine, load drifts over minutes; alternating the variants round by round inside
+one process puts every variant under the same drift, which separate bench runs do not. Variants:
+
+- bf16-torch: bf16 weights, torch's kernels (rgemma.speed.matvec_linears without AMX);
+- bf16-amx: the same, with rgemma's AMX kernel for 2-16 rows (when the CPU has AMX);
+- int8-before: int8 weights with the kernel choice before the AMX kernel (int8 GEMV for 1-2
+  rows, then torch's pack kernel up to 8 rows, then dequantize per call);
+- int8: int8 weights with the current choice (rgemma.quantize).
+
+Prints the median ms per step and tok/s of each variant per batch size, one JSON line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+
+import torch
+
+from rgemma import State, quantize, speed
+from rgemma.bench import shape_config
+from rgemma.model import RecurrentGemmaForCausalLM, init_weights
+
+
+def random_model(shape: str) -> RecurrentGemmaForCausalLM:
+    config = shape_config(shape)
+    with torch.device("meta"):
+        model = RecurrentGemmaForCausalLM(config)
+    model = model.to(torch.bfloat16).to_empty(device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        init_weights(model, config)
+    model.tie_weights()
+    return speed.matvec_linears(model.eval())
+
+
+def variants(model):
+    """(name, model, setup) triples; setup puts the module switches in place for that variant."""
+    int8 = quantize.quantize_model(copy.deepcopy(model))
+    now = (quantize.NATIVE_MAX_ROWS, quantize.AMX_MAX_ROWS)
+
+    def switches(amx: bool, int8_rows: tuple[int, int]):
+        def setup():
+            speed.USE_AMX = amx
+            quantize.NATIVE_MAX_ROWS, quantize.AMX_MAX_ROWS = int8_rows
+        return setup
+
+    return [("bf16-torch", model, switches(False, now)), ("bf16-amx", model, switches(True, now)),
+            ("int8-before", int8, switches(True, (2, 0))), ("int8", int8, switches(True, now))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shape", default="2b-3l", help="a `rgemma bench` shape (default 2b-3l)")
+    p.add_argument("--batches", default="1,2,4,8,16,32", help="comma-separated batch sizes")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per batch size")
+    p.add_argument("--steps", type=int, default=3, help="timed decode steps per round")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    speed.set_threads(args.threads)
+    model = random_model(args.shape)
+    config, runs = model.config, variants(model)
+    with torch.no_grad():
+        for batch in (int(b) for b in args.batches.split(",")):
+            ids = torch.randint(0, config.vocab_size, (batch,))
+            active = torch.ones(batch, dtype=torch.bool)
+            states = {name: State.zeros(config, batch, torch.bfloat16, "cpu") for name, _, _ in runs}
+            times = {name: [] for name, _, _ in runs}
+            for _ in range(args.rounds):
+                for name, lm, setup in runs:
+                    setup()
+                    lm.decode_step(ids, active, states[name])  # warm-up
+                    start = time.perf_counter()
+                    for _ in range(args.steps):
+                        lm.decode_step(ids, active, states[name])
+                    times[name].append((time.perf_counter() - start) / args.steps * 1e3)
+            for name, ms in times.items():
+                median = statistics.median(ms)
+                print(json.dumps({"shape": args.shape, "batch": batch, "variant": name,
+                                  "ms_per_step": round(median, 1),
+                                  "tok_per_s": round(batch / median * 1e3, 1),
+                                  "runs_ms": [round(m, 1) for m in ms]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
