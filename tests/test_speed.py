@@ -211,7 +211,8 @@ def test_matvec_linear_one_bf16_row_equals_exact_product(k_in, bias):
 
 
 @pytest.mark.skipif(not kernels.amx_available(), reason="needs AMX and a C compiler")
-@pytest.mark.parametrize("rows,k_in,n_out", [(2, 24, 40), (5, 37, 33), (16, 100, 64), (16, 2600, 70)])
+@pytest.mark.parametrize("rows,k_in,n_out", [(2, 24, 40), (5, 37, 33), (16, 100, 64), (16, 2600, 70),
+                                             (speed.AMX_ROWS, 300, 50)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_matvec_linear_amx_rows_equal_exact_product(rows, k_in, n_out, bias):
     """2..AMX_ROWS bf16 rows through the AMX kernel: fp32 sums rounded once, like torch's GEMM
@@ -232,6 +233,25 @@ def test_matvec_linear_amx_rows_equal_exact_product(rows, k_in, n_out, bias):
     slack = 1e-6 * k_in * (x.double().abs() @ layer.weight.double().abs().t())  # fp32 sums
     assert ((y.double() - exact).abs() <= exact.abs() * 2**-8 + slack).all()
     torch.testing.assert_close(y, torch_y, rtol=2**-7, atol=1e-2)
+
+
+@pytest.mark.skipif(not kernels.amx_available(), reason="needs AMX and a C compiler")
+@pytest.mark.parametrize("rows", [3, 17, 40])
+def test_amx_kernel_rounds_to_nearest_even_once(rows):
+    """Small integer inputs make every fp32 sum exact, so the kernel's bf16 output must be
+    exactly the exact result rounded to nearest even (ties included), bias added before
+    rounding, for every batch tile, weight block and partial edge; NaN stays NaN."""
+    torch.manual_seed(rows)
+    x = torch.randint(-60, 61, (rows, 6)).to(torch.bfloat16)
+    w = torch.randint(-60, 61, (50, 6)).to(torch.bfloat16)
+    bias = torch.randint(-200, 201, (50,)).to(torch.bfloat16)
+    x[rows // 2, 1] = float("nan")
+    y = kernels.amx_linear(x, w, None, bias)
+    sums = x.double() @ w.double().t() + bias.double()
+    exact = sums.to(torch.bfloat16)
+    assert (exact.double() != sums).sum() > 10  # the test does exercise rounding
+    assert torch.equal(y.isnan(), exact.isnan()) and y.isnan()[rows // 2].all()
+    assert torch.equal(y.nan_to_num(), exact.nan_to_num())
 
 
 @pytest.mark.parametrize("rows", [1, 2, 5, speed.SMALL_BATCH_ROWS, speed.SMALL_BATCH_ROWS + 1])

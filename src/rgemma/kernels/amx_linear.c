@@ -50,21 +50,49 @@ static inline uint16_t to_bf16(float f) {
     return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
 }
 
-static inline float from_bf16(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 /* x (rows, k_in) -> xp[bb][kb][pair 16][batch 16][2]: the right-hand tiles, zero-padded. */
 static void pack_x(const uint16_t *x, int64_t rows, int64_t k_in, int64_t nkb, uint16_t *xp) {
     int64_t nbb = (rows + 15) / 16;
     memset(xp, 0, (size_t)(nbb * nkb * 512 * 2));
     for (int64_t b = 0; b < rows; b++) {
+        const uint16_t *src = x + b * k_in;
         uint16_t *dst = xp + (b / 16) * nkb * 512 + (b % 16) * 2;
-        for (int64_t k = 0; k < k_in; k++)
-            dst[(k / 32) * 512 + ((k % 32) / 2) * 32 + (k % 2)] = x[b * k_in + k];
+        int64_t k = 0;
+        for (; k + 2 <= k_in; k += 2) /* one input pair (4 bytes) at a time */
+            memcpy(dst + (k / 32) * 512 + ((k % 32) / 2) * 32, src + k, 4);
+        if (k < k_in) dst[(k / 32) * 512 + ((k % 32) / 2) * 32] = src[k];
+    }
+}
+
+/* bf16 -> fp32 for 16 values (fewer under `mask`, the rest 0) */
+static inline __m512 load_bf16(const uint16_t *p, __mmask16 mask) {
+    __m256i h = _mm256_maskz_loadu_epi16(mask, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* fp32 -> bf16, round to nearest even, NaN -> 0x7FC0: to_bf16 for 16 values at once. */
+static inline __m256i round_bf16(__m512 v) {
+    __m512i u = _mm512_castps_si512(v);
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
+    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7FC0)));
+}
+
+/* One 16 x 16 accumulator tile c[m][b] -> y[b0 + b][n0 + m0 + m] (* scale) (+ bias), for the
+ * `rows_here` batch rows and `mv` weight rows that exist: a column of c per batch row. */
+static void store_tile(const float *c, int64_t rows_here, int64_t mv, const uint16_t *scale,
+                       const uint16_t *bias, uint16_t *y, int64_t n_out) {
+    __mmask16 mask = (__mmask16)(mv >= 16 ? 0xFFFF : (1u << mv) - 1);
+    __m512 s = scale ? load_bf16(scale, mask) : _mm512_set1_ps(1.0f);
+    __m512 bi = bias ? load_bf16(bias, mask) : _mm512_setzero_ps();
+    __m512i column = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                        _mm512_set1_epi32(16));
+    for (int64_t b = 0; b < rows_here; b++) {
+        __m512 v = _mm512_i32gather_ps(_mm512_add_epi32(column, _mm512_set1_epi32((int)b)), c, 4);
+        if (scale) v = _mm512_mul_ps(v, s);
+        if (bias) v = _mm512_add_ps(v, bi);
+        _mm256_mask_storeu_epi16(y + b * n_out, mask, round_bf16(v));
     }
 }
 
@@ -109,13 +137,10 @@ static void block(const uint16_t *a, int64_t stride, int64_t valid, int direct, 
     if (two) { _tile_stored(2, c[2], 64); _tile_stored(3, c[3], 64); }
     for (int t = 0; t < (two ? 4 : 2); t++) {
         int64_t m0 = (t % 2) * 16, b0 = (bb0 + t / 2) * 16;
-        for (int64_t b = b0; b < b0 + 16 && b < rows; b++)
-            for (int64_t m = m0; m < m0 + 16 && m < valid; m++) {
-                float v = c[t][(m - m0) * 16 + (b - b0)];
-                if (scale) v *= from_bf16(scale[n0 + m]);
-                if (bias) v += from_bf16(bias[n0 + m]);
-                y[b * n_out + n0 + m] = to_bf16(v);
-            }
+        int64_t mv = valid - m0, rows_here = rows - b0 < 16 ? rows - b0 : 16;
+        if (mv > 0)
+            store_tile(c[t], rows_here, mv, scale ? scale + n0 + m0 : NULL, bias ? bias + n0 + m0 : NULL,
+                       y + b0 * n_out + n0 + m0, n_out);
     }
 }
 
