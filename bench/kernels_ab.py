@@ -7,7 +7,7 @@ On a shared machine, load drifts over minutes; alternating the variants round by
 one process puts every variant under the same drift, which separate bench runs do not. Variants:
 
 - bf16-torch: bf16 weights, torch's kernels (rgemma.speed.matvec_linears without AMX);
-- bf16-amx: the same, with rgemma's AMX kernel for 2-16 rows (when the CPU has AMX);
+- bf16-amx: the same, with rgemma's AMX kernel for 2 to `--amx-rows` rows (when the CPU has AMX);
 - int8-before: int8 weights with the kernel choice before the AMX kernel (int8 GEMV for 1-2
   rows, then torch's pack kernel up to 8 rows, then dequantize per call);
 - int8: int8 weights with the current choice (rgemma.quantize).
@@ -42,19 +42,20 @@ def random_model(shape: str) -> RecurrentGemmaForCausalLM:
     return speed.matvec_linears(model.eval())
 
 
-def variants(model):
+def variants(model, names, amx_rows: int):
     """(name, model, setup) triples; setup puts the module switches in place for that variant."""
-    int8 = quantize.quantize_model(copy.deepcopy(model))
+    int8 = quantize.quantize_model(copy.deepcopy(model)) if any("int8" in n for n in names) else None
     now = (quantize.NATIVE_MAX_ROWS, quantize.AMX_MAX_ROWS)
 
     def switches(amx: bool, int8_rows: tuple[int, int]):
         def setup():
-            speed.USE_AMX = amx
+            speed.USE_AMX, speed.AMX_ROWS = amx, amx_rows
             quantize.NATIVE_MAX_ROWS, quantize.AMX_MAX_ROWS = int8_rows
         return setup
 
-    return [("bf16-torch", model, switches(False, now)), ("bf16-amx", model, switches(True, now)),
-            ("int8-before", int8, switches(True, (2, 0))), ("int8", int8, switches(True, now))]
+    every = [("bf16-torch", model, switches(False, now)), ("bf16-amx", model, switches(True, now)),
+             ("int8-before", int8, switches(True, (2, 0))), ("int8", int8, switches(True, now))]
+    return [v for v in every if v[0] in names]
 
 
 def main() -> None:
@@ -64,10 +65,14 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per batch size")
     p.add_argument("--steps", type=int, default=3, help="timed decode steps per round")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--variants", default="bf16-torch,bf16-amx,int8-before,int8",
+                   help="comma-separated subset of the variants above")
+    p.add_argument("--amx-rows", type=int, default=speed.AMX_ROWS,
+                   help=f"bf16-amx: the most rows the AMX kernel takes (default {speed.AMX_ROWS})")
     args = p.parse_args()
     speed.set_threads(args.threads)
     model = random_model(args.shape)
-    config, runs = model.config, variants(model)
+    config, runs = model.config, variants(model, args.variants.split(","), args.amx_rows)
     with torch.no_grad():
         for batch in (int(b) for b in args.batches.split(",")):
             ids = torch.randint(0, config.vocab_size, (batch,))
@@ -79,8 +84,8 @@ def main() -> None:
                     setup()
                     lm.decode_step(ids, active, states[name])  # warm-up
                     start = time.perf_counter()
-                    for _ in range(args.steps):
-                        lm.decode_step(ids, active, states[name])
+                    for _ in range(args.steps):  # a greedy step, as `rgemma bench` times it
+                        lm.decode_step(ids, active, states[name]).argmax(-1)
                     times[name].append((time.perf_counter() - start) / args.steps * 1e3)
             for name, ms in times.items():
                 median = statistics.median(ms)

@@ -3,7 +3,7 @@
 - `set_threads(n)`: intra-op CPU threads.
 - `use_scan(impl)`: the RG-LRU scan every model uses ("fast", "ref", or "triton" on a GPU).
 - `matvec_linears(model)`: decode-sized products on CPUs: one row through torch.addmv (streams
-  bf16 weights ~1.25x faster than F.linear's GEMM path), 2-16 bf16 rows through rgemma's AMX
+  bf16 weights ~1.25x faster than F.linear's GEMM path), 2-32 bf16 rows through rgemma's AMX
   kernel where the CPU has AMX, else up to 128 rows as W @ x^T.
 - `use_attention(impl)`: prefill attention, "sdpa" (torch's fused kernel, the default) or
   "ref" (DeepMind's computation, which rounds the scores to the model dtype).
@@ -43,7 +43,8 @@ def set_threads(n: int | None) -> int:
 
 
 SMALL_BATCH_ROWS = 128  # up to this many rows, W @ x^T beats x @ W^T on CPUs (bench/README)
-AMX_ROWS = 16  # up to this many bf16 rows, rgemma's AMX kernel (rgemma.kernels) beats torch's
+AMX_ROWS = 32  # up to this many bf16 rows, rgemma's AMX kernel (rgemma.kernels) beats torch's
+# (bench/kernels_ab.py, 2B-shaped 3 layers: batch 16 96 vs 105 ms, 32 133 vs 159, 64 242 vs 228)
 USE_AMX = True  # tests switch it off to compare with torch's kernels
 
 
