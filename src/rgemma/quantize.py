@@ -73,6 +73,8 @@ class Int8Linear(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling() and not (x.requires_grad and torch.is_grad_enabled()):
+            return torch.ops.rgemma.int8_linear(x, self.weight, self.weight_scale, self.bias)
         return int8_linear(x, self.weight, self.weight_scale, self.bias)
 
     def extra_repr(self) -> str:
@@ -81,8 +83,9 @@ class Int8Linear(nn.Module):
 
 def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x (..., in) @ (q * scale)^T + bias, through the fastest kernel that applies. Under
-    torch.compile only torch's kernels run (a native call would break the graph)."""
+    """x (..., in) @ (q * scale)^T + bias, through the fastest kernel that applies. Traced by
+    torch.compile, only torch's kernels run (a native call would break the graph); Int8Linear
+    avoids that by calling the rgemma::int8_linear op below, opaque to the compiler."""
     rows, out_shape = x.reshape(-1, x.shape[-1]), (*x.shape[:-1], q.shape[0])
     if not torch.compiler.is_compiling():
         if _picks("native", x, NATIVE_MAX_ROWS, "a CPU tensor, AVX-512 VNNI and a C compiler",
@@ -105,6 +108,17 @@ def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
         y = torch._weight_int8pack_mm(rows, q, scale).view(out_shape)
         return y + bias if bias is not None else y
     return F.linear(x, q.to(x.dtype) * scale.to(x.dtype)[:, None], bias)
+
+
+@torch.library.custom_op("rgemma::int8_linear", mutates_args=())
+def _int8_linear_op(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
+                    bias: torch.Tensor | None) -> torch.Tensor:
+    return int8_linear(x, q, scale, bias).contiguous()
+
+
+@_int8_linear_op.register_fake
+def _(x, q, scale, bias):
+    return x.new_empty(*x.shape[:-1], q.shape[0])
 
 
 def _picks(kernel: str, x: torch.Tensor, max_rows: int, needs: str, fits) -> bool:

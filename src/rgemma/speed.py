@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 
 import torch
-
+import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
@@ -55,29 +55,53 @@ class MatVecLinear(nn.Linear):
     speed where F.linear's GEMM path does not; 2 to AMX_ROWS bf16 rows go through rgemma's AMX
     kernel where the CPU has AMX (rgemma.kernels); otherwise up to SMALL_BATCH_ROWS rows are
     computed as W @ x^T (the weight as the streamed left operand), 1.2-1.6x faster than
-    x @ W^T for the batched decode shapes measured. Larger inputs (prefill) take F.linear."""
+    x @ W^T for the batched decode shapes measured. Larger inputs (prefill) take F.linear.
+
+    Under torch.compile (outside autograd) the product is one opaque op, rgemma::decode_linear,
+    so the compiled step keeps these kernels and inductor fuses only the code around them."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // max(x.shape[-1], 1)
-        if rows == 1:
-            row = x.reshape(-1)
-            y = torch.mv(self.weight, row) if self.bias is None else torch.addmv(self.bias, self.weight, row)
-            return y.view(*x.shape[:-1], -1)
-        if 1 < rows <= AMX_ROWS and _amx_fits(x, self.weight):
-            return kernels.amx_linear(x.reshape(rows, -1), self.weight, None, self.bias).view(*x.shape[:-1], -1)
-        if 1 < rows <= SMALL_BATCH_ROWS:
-            xt = x.reshape(rows, -1).t()
-            y = torch.mm(self.weight, xt) if self.bias is None else \
-                torch.addmm(self.bias[:, None], self.weight, xt)
-            return y.t().reshape(*x.shape[:-1], -1)
-        return super().forward(x)
+        if torch.compiler.is_compiling() and not _needs_grad(x, self.weight):
+            return torch.ops.rgemma.decode_linear(x, self.weight, self.bias)
+        return decode_linear(x, self.weight, self.bias)
+
+
+def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear(x, weight, bias) through the kernel MatVecLinear picks for x's row count."""
+    rows = x.numel() // max(x.shape[-1], 1)
+    if rows == 1:
+        row = x.reshape(-1)
+        y = torch.mv(weight, row) if bias is None else torch.addmv(bias, weight, row)
+        return y.view(*x.shape[:-1], -1)
+    if 1 < rows <= AMX_ROWS and _amx_fits(x, weight):
+        return kernels.amx_linear(x.reshape(rows, -1), weight, None, bias).view(*x.shape[:-1], -1)
+    if 1 < rows <= SMALL_BATCH_ROWS:
+        xt = x.reshape(rows, -1).t()
+        y = torch.mm(weight, xt) if bias is None else torch.addmm(bias[:, None], weight, xt)
+        return y.t().reshape(*x.shape[:-1], -1)
+    return F.linear(x, weight, bias)
+
+
+@torch.library.custom_op("rgemma::decode_linear", mutates_args=())
+def _decode_linear_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return decode_linear(x, weight, bias).contiguous()
+
+
+@_decode_linear_op.register_fake
+def _(x, weight, bias):
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def _needs_grad(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
 
 
 def _amx_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """bf16 on a CPU with AMX, outside autograd and torch.compile (a native call breaks graphs)."""
-    grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    """bf16 on a CPU with AMX, outside autograd, and not while torch.compile traces (there
+    the rgemma::decode_linear op hides the native call)."""
     return (USE_AMX and x.dtype == weight.dtype == torch.bfloat16 and x.device.type == "cpu"
-            and not grad and not torch.compiler.is_compiling() and kernels.amx_available())
+            and not _needs_grad(x, weight) and not torch.compiler.is_compiling()
+            and kernels.amx_available())
 
 
 def matvec_linears(model, enable: bool = True):
