@@ -188,8 +188,8 @@ def random_checkpoint(shape: str, dtype: str, cache_dir: Path, seed: int = 0) ->
 
 # --------------------------------------------------------------------------- implementations
 class RgemmaRunner:
-    """rgemma with its CPU speed switches (speed.matvec_linears); `variant` adds "compile"
-    (speed.compile_decode_step) or "int8" (quantize.quantize_model). Prefill is
+    """rgemma with its CPU speed switches (speed.reuse_memory, speed.matvec_linears); `variant`
+    adds "compile" (speed.compile_decode_step) or "int8" (quantize.quantize_model). Prefill is
     generate.prefill; decode is model.decode_step with a greedy argmax, as for transformers
     (generate.decode adds the sampler's log-probabilities and stop bookkeeping)."""
 
@@ -200,7 +200,8 @@ class RgemmaRunner:
 
         self.model = RecurrentGemmaForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], device=device)
         self.config, self.device = self.model.config, device  # self.config: rgemma's, for both
-        if device == "cpu":
+        if device == "cpu":  # what speed.optimize does for the CLI and the server
+            speed.reuse_memory()
             speed.matvec_linears(self.model)
         self.quant_error = None
         if variant == "int8":
