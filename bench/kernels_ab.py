@@ -7,7 +7,7 @@ On a shared machine, load drifts over minutes; alternating the variants round by
 one process puts every variant under the same drift, which separate bench runs do not. Variants:
 
 - bf16-torch: bf16 weights, torch's kernels (rgemma.speed.matvec_linears without AMX);
-- bf16-amx: the same, with rgemma's AMX kernel for 2 to `--amx-rows` rows (when the CPU has AMX);
+- bf16-amx: the same, with rgemma's AMX kernel for 1 to `--amx-rows` rows (when the CPU has AMX);
 - int8-before: int8 weights with the kernel choice before the AMX kernel (int8 GEMV for 1-2
   rows, then torch's pack kernel up to 8 rows, then dequantize per call);
 - int8: int8 weights with the current choice (rgemma.quantize).

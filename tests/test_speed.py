@@ -211,11 +211,11 @@ def test_matvec_linear_one_bf16_row_equals_exact_product(k_in, bias):
 
 
 @pytest.mark.skipif(not kernels.amx_available(), reason="needs AMX and a C compiler")
-@pytest.mark.parametrize("rows,k_in,n_out", [(2, 24, 40), (5, 37, 33), (16, 100, 64), (16, 2600, 70),
+@pytest.mark.parametrize("rows,k_in,n_out", [(1, 24, 40), (2, 24, 40), (5, 37, 33), (16, 100, 64), (16, 2600, 70),
                                              (speed.AMX_ROWS, 300, 50)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_matvec_linear_amx_rows_equal_exact_product(rows, k_in, n_out, bias):
-    """2..AMX_ROWS bf16 rows through the AMX kernel: fp32 sums rounded once, like torch's GEMM
+    """1..AMX_ROWS bf16 rows through the AMX kernel: fp32 sums rounded once, like torch's GEMM
     (odd widths and a partial last block of weight rows and inputs)."""
     torch.manual_seed(rows * k_in)
     layer = torch.nn.Linear(k_in, n_out, bias=bias).to(torch.bfloat16)

@@ -2,9 +2,9 @@
 
 - `set_threads(n)`: intra-op CPU threads.
 - `use_scan(impl)`: the RG-LRU scan every model uses ("fast", "ref", or "triton" on a GPU).
-- `matvec_linears(model)`: decode-sized products on CPUs: one row through torch.addmv (streams
-  bf16 weights ~1.25x faster than F.linear's GEMM path), 2-32 bf16 rows through rgemma's AMX
-  kernel where the CPU has AMX, else up to 128 rows as W @ x^T.
+- `matvec_linears(model)`: decode-sized products on CPUs: 1-32 bf16 rows through rgemma's AMX
+  kernel where the CPU has AMX; otherwise one row through torch.addmv (streams bf16 weights
+  ~1.25x faster than F.linear's GEMM path) and up to 128 rows as W @ x^T.
 - `reuse_memory()`: on Linux/glibc, large blocks come from the heap and freed memory is kept
   for reuse, so a step's big temporaries (logits: 32 x 256000 floats are 33 MB) stop
   page-faulting fresh memory every step.
@@ -48,18 +48,20 @@ def set_threads(n: int | None) -> int:
 
 SMALL_BATCH_ROWS = 128  # up to this many rows, W @ x^T beats x @ W^T on CPUs (bench/README)
 AMX_ROWS = 32  # up to this many bf16 rows, rgemma's AMX kernel (rgemma.kernels) beats torch's
-# (bench/kernels_ab.py, 2B-shaped 3 layers: batch 16 96 vs 105 ms, 32 133 vs 159, 64 242 vs 228)
+# (bench/kernels_ab.py, ms per step vs torch's: 2B batch 1 257 vs 293 (torch.mv); 2B-shaped 3
+# layers batch 1 78 vs 82, 16 96 vs 105, 32 133 vs 159, 64 242 vs 228)
 USE_AMX = True  # tests switch it off to compare with torch's kernels
 
 
 class MatVecLinear(nn.Linear):
     """An nn.Linear (same parameters, same state_dict) for decode-sized inputs on CPUs.
 
-    One row goes through torch.mv / torch.addmv, which read a bf16 weight at close to memory
-    speed where F.linear's GEMM path does not; 2 to AMX_ROWS bf16 rows go through rgemma's AMX
-    kernel where the CPU has AMX (rgemma.kernels); otherwise up to SMALL_BATCH_ROWS rows are
-    computed as W @ x^T (the weight as the streamed left operand), 1.2-1.6x faster than
-    x @ W^T for the batched decode shapes measured. Larger inputs (prefill) take F.linear.
+    1 to AMX_ROWS bf16 rows go through rgemma's AMX kernel where the CPU has AMX
+    (rgemma.kernels). Otherwise one row goes through torch.mv / torch.addmv, which read a bf16
+    weight at close to memory speed where F.linear's GEMM path does not, and up to
+    SMALL_BATCH_ROWS rows are computed as W @ x^T (the weight as the streamed left operand),
+    1.2-1.6x faster than x @ W^T for the batched decode shapes measured. Larger inputs
+    (prefill) take F.linear.
 
     Under torch.compile (outside autograd) the product is one opaque op, rgemma::decode_linear,
     so the compiled step keeps these kernels and inductor fuses only the code around them."""
@@ -73,12 +75,12 @@ class MatVecLinear(nn.Linear):
 def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """F.linear(x, weight, bias) through the kernel MatVecLinear picks for x's row count."""
     rows = x.numel() // max(x.shape[-1], 1)
+    if 1 <= rows <= AMX_ROWS and _amx_fits(x, weight):
+        return kernels.amx_linear(x.reshape(rows, -1), weight, None, bias).view(*x.shape[:-1], -1)
     if rows == 1:
         row = x.reshape(-1)
         y = torch.mv(weight, row) if bias is None else torch.addmv(bias, weight, row)
         return y.view(*x.shape[:-1], -1)
-    if 1 < rows <= AMX_ROWS and _amx_fits(x, weight):
-        return kernels.amx_linear(x.reshape(rows, -1), weight, None, bias).view(*x.shape[:-1], -1)
     if 1 < rows <= SMALL_BATCH_ROWS:
         xt = x.reshape(rows, -1).t()
         y = torch.mm(weight, xt) if bias is None else torch.addmm(bias[:, None], weight, xt)
