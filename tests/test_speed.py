@@ -315,6 +315,18 @@ def test_bench_runs_in_process(tmp_path, monkeypatch):
     assert (tmp_path / "r.json").is_file()
 
 
+def test_bench_reports_a_worker_out_of_memory_before_its_first_measure(tmp_path, monkeypatch):
+    """The memory guard can fire while the model loads: the worker's report names that, and
+    the measures it never reached are reported as errors too, instead of a crash."""
+    monkeypatch.setattr(bench, "MIN_CPU", 0.0)
+    report = run_bench(shapes=("tiny",), impls=("rgemma",), measures=("decode",), batches=(1,),
+                       steps=1, reps=1, threads=1, cache_dir=tmp_path, mem_limit_gb=0.01,
+                       log=open(os.devnull, "w"))
+    by_measure = {r["measure"]: r for r in report["results"]}
+    assert "out of memory" in by_measure["load"]["error"]
+    assert "error" in by_measure["decode"]
+
+
 def test_state_is_the_same_whatever_step_fills_it():
     """State.zeros on the meta device gives the byte count the roofline uses."""
     config = tiny_config()

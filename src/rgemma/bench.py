@@ -200,8 +200,7 @@ class RgemmaRunner:
 
         self.model = RecurrentGemmaForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], device=device)
         self.config, self.device = self.model.config, device  # self.config: rgemma's, for both
-        if device == "cpu":  # what speed.optimize does for the CLI and the server
-            speed.reuse_memory()
+        if device == "cpu":
             speed.matvec_linears(self.model)
         self.quant_error = None
         if variant == "int8":
@@ -212,6 +211,8 @@ class RgemmaRunner:
                 self.quant_error = logit_error(ref, self.model(ids).logits)
         elif variant == "compile":
             speed.compile_decode_step(self.model)
+        if device == "cpu":  # as speed.optimize does for the CLI: after the model is built, so
+            speed.reuse_memory()  # that loading and quantizing hand their temporaries back
 
     def prefill(self, ids: torch.Tensor):
         from .generate import prefill
@@ -453,7 +454,7 @@ def run_group(spec: dict, emit) -> None:
     threads = set_threads(spec["threads"])
     shape = SHAPES[spec["shape"]]
     base = {k: spec[k] for k in ("shape", "dtype", "impl")}
-    current = {}
+    current = {"measure": "load", "size": 0}  # what is running when the memory guard fires
     _guard_memory(spec["mem_limit_gb"], base, current, emit)
     path = random_checkpoint(spec["shape"], spec["dtype"], Path(spec["cache_dir"]))
     runner = make_runner(spec["impl"], path, spec["dtype"], spec["device"])
@@ -573,7 +574,7 @@ def _run_spec(spec: dict, isolate: bool, timeout: float) -> list[dict]:
         stdout, failure = err.stdout or "", f"timed out after {timeout:.0f} s"
         stdout = stdout.decode() if isinstance(stdout, bytes) else stdout
     records = [json.loads(line[len(PREFIX):]) for line in stdout.splitlines() if line.startswith(PREFIX)]
-    done = {(r["measure"], r["size"]) for r in records}
+    done = {(r.get("measure"), r.get("size")) for r in records}
     base = {k: spec[k] for k in ("shape", "dtype", "impl")}
     for measure, size in spec["jobs"]:
         if (measure, size) not in done:

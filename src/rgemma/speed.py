@@ -128,7 +128,8 @@ def reuse_memory() -> bool:
     to the OS (mallopt), process-wide. Without it, blocks over 32 MiB are mmap'd afresh on
     every allocation and page-fault in 4 KiB at a time: a 2B decode step at batch 32 builds
     several such logits-sized tensors. Memory freed stays mapped for reuse, so RSS holds its
-    peak. Returns whether it applied (False off glibc)."""
+    peak: call it once the model is loaded (and quantized), so that those steps' big
+    temporaries go back to the OS. Returns whether it applied (False off glibc)."""
     try:
         libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
