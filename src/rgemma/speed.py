@@ -15,8 +15,8 @@
   captured once per State as a CUDA graph and replayed (one launch per token).
 
 `optimize(model, compile=..., quantize=...)` applies what the CLI offers in one call: int8
-(`--quantize int8`), the CPU linears (always, for bf16/fp16 on a CPU), the compiled step
-(`--compile`).
+(`--quantize int8`), reuse_memory and the CPU linears (always on a CPU; the linears for
+bf16/fp16), the compiled step (`--compile`).
 
 The decode loop (`rgemma.generate.decode`) calls `model.decode_step(ids, active, state)`;
 the switches replace that attribute on the instance, and `plain_decode_step(model)` puts the
