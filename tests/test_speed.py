@@ -100,6 +100,34 @@ def test_static_decode_step_equals_plain_step():
     assert "decode_step" not in model.__dict__
 
 
+@pytest.mark.parametrize("int8", [False, True])
+def test_compiled_bf16_decode_step_keeps_the_native_linears(int8):
+    """What `--compile` runs on a CPU: a bf16 model with speed.optimize's linears (int8 too)
+    traced whole (fullgraph), each linear an rgemma:: op; its steps equal the eager ones."""
+    from rgemma import quantize
+
+    model = random_model().to(torch.bfloat16)
+    speed.optimize(model, quantize="int8" if int8 else None)
+    _, state = _prefilled(model)
+    ref_state = state.clone()
+    ids, active = _steps(torch.Generator().manual_seed(4), 3, 4)
+    ref = _run_steps(model, ref_state, ids, active)
+    ops = []
+
+    def backend(gm, inputs):
+        ops.extend(str(node.target) for node in gm.graph.nodes if node.op == "call_function")
+        return gm
+
+    torch._dynamo.reset()
+    model.decode_step = torch.compile(speed._eager_step(model), backend=backend, fullgraph=True)
+    try:
+        torch.testing.assert_close(_run_steps(model, state, ids, active), ref, rtol=0, atol=0)
+    finally:
+        speed.plain_decode_step(model)
+    op = "rgemma.int8_linear" if int8 else "rgemma.decode_linear"
+    assert sum(op in name for name in ops) == sum(1 for m in model.modules() if hasattr(m, "out_features"))
+
+
 def test_static_decode_step_refuses_a_cuda_graph_on_cpu():
     with pytest.raises(ValueError, match="CUDA"):
         speed.StaticDecodeStep(random_model(), cuda_graph=True)
