@@ -13,7 +13,7 @@ at close to memory speed, rounding each activation row to int16 against its absm
 int8 rows widened to bf16 in cache, exact bf16 x int8 products, as fast as a bf16 model at
 batch 8-32. Without those, up to PACK_MAX_ROWS rows, `torch._weight_int8pack_mm` (no
 dequantized copy, but compute-bound at ~14 G weights/s on 2 cores). Otherwise (prefill, other
-devices) the fallback dequantizes and calls F.linear. Measured in bench/README.
+devices) the fallback dequantizes and calls F.linear. Measured in the README (Speed).
 
 Checkpoint format (shared with `rgemma convert`): for each quantized Linear `X`,
 `X.weight` int8 (out, in) and `X.weight_scale` (out,) float; config.json has
@@ -33,7 +33,7 @@ from . import kernels
 METHOD = "int8-weight-only"
 INT8_KERNEL = "auto"  # "native" (int8 GEMV), "amx", "pack" (torch._weight_int8pack_mm), "dequant",
 # or "auto"; tests force each
-NATIVE_MAX_ROWS = 4  # the int8 GEMV wins for 1-4 rows (bench/README); it runs any row count
+NATIVE_MAX_ROWS = 4  # the int8 GEMV wins for 1-4 rows (README, Speed); it runs any row count
 AMX_MAX_ROWS = 128  # then the AMX kernel, up to decode batch sizes
 PACK_MAX_ROWS = 8  # above this many rows dequantize + GEMM beats the pack kernel (8x slower at 32)
 

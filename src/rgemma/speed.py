@@ -46,7 +46,7 @@ def set_threads(n: int | None) -> int:
     return torch.get_num_threads()
 
 
-SMALL_BATCH_ROWS = 128  # up to this many rows, W @ x^T beats x @ W^T on CPUs (bench/README)
+SMALL_BATCH_ROWS = 128  # up to this many rows, W @ x^T beats x @ W^T on CPUs (README, Speed)
 AMX_ROWS = 32  # up to this many bf16 rows, rgemma's AMX kernel (rgemma.kernels) beats torch's
 # (bench/kernels_ab.py, ms per step vs torch's: 2B batch 1 257 vs 293 (torch.mv); 2B-shaped 3
 # layers batch 1 78 vs 82, 16 96 vs 105, 32 133 vs 159, 64 242 vs 228)
@@ -153,7 +153,7 @@ def optimize(model, *, compile: bool = False, quantize: str | None = None):
     if weight.device.type == "cpu":
         reuse_memory()
         if weight.dtype != torch.float32:
-            matvec_linears(model)  # float32 F.linear is as fast at one row (bench/README)
+            matvec_linears(model)  # float32 F.linear is as fast at one row (README, Speed)
     if compile:
         compile_decode_step(model)
     return model
