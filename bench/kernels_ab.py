@@ -26,20 +26,12 @@ import time
 import torch
 
 from rgemma import State, quantize, speed
-from rgemma.bench import shape_config
-from rgemma.model import RecurrentGemmaForCausalLM, init_weights
+from rgemma.bench import random_model as random_weights
 
 
-def random_model(shape: str) -> RecurrentGemmaForCausalLM:
-    config = shape_config(shape)
-    with torch.device("meta"):
-        model = RecurrentGemmaForCausalLM(config)
-    model = model.to(torch.bfloat16).to_empty(device="cpu")
-    torch.manual_seed(0)
-    with torch.no_grad():
-        init_weights(model, config)
-    model.tie_weights()
-    return speed.matvec_linears(model.eval())
+def random_model(shape: str):
+    """The bf16 model of `shape` (random weights) with rgemma's CPU linears."""
+    return speed.matvec_linears(random_weights(shape, "bf16"))
 
 
 def variants(model, names, amx_rows: int):

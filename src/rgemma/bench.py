@@ -166,14 +166,11 @@ def shape_config(name: str) -> RecurrentGemmaConfig:
     return RecurrentGemmaConfig(**SHAPES[name].config)
 
 
-def random_checkpoint(shape: str, dtype: str, cache_dir: Path, seed: int = 0) -> Path:
-    """An HF-format checkpoint of `shape` with random weights (DeepMind's initialisation),
-    written once and reused. Built on the meta device, so only one copy is ever in memory."""
+def random_model(shape: str, dtype: str, seed: int = 0):
+    """A RecurrentGemmaForCausalLM of `shape` with random weights (DeepMind's initialisation),
+    built on the meta device and then filled, so only one copy is ever in memory."""
     from .model import RecurrentGemmaForCausalLM, init_weights
 
-    path = Path(cache_dir) / f"{shape}-{dtype}-seed{seed}"
-    if (path / "config.json").is_file():
-        return path
     config = shape_config(shape)
     with torch.device("meta"):
         model = RecurrentGemmaForCausalLM(config)
@@ -182,7 +179,14 @@ def random_checkpoint(shape: str, dtype: str, cache_dir: Path, seed: int = 0) ->
     with torch.no_grad():
         init_weights(model, config)
     model.tie_weights()
-    model.save_pretrained(path)
+    return model.eval()
+
+
+def random_checkpoint(shape: str, dtype: str, cache_dir: Path, seed: int = 0) -> Path:
+    """random_model(shape, dtype, seed) as an HF-format checkpoint, written once and reused."""
+    path = Path(cache_dir) / f"{shape}-{dtype}-seed{seed}"
+    if not (path / "config.json").is_file():
+        random_model(shape, dtype, seed).save_pretrained(path)
     return path
 
 
