@@ -192,31 +192,24 @@ def random_checkpoint(shape: str, dtype: str, cache_dir: Path, seed: int = 0) ->
 
 # --------------------------------------------------------------------------- implementations
 class RgemmaRunner:
-    """rgemma with its CPU speed switches (speed.reuse_memory, speed.matvec_linears); `variant`
-    adds "compile" (speed.compile_decode_step) or "int8" (quantize.quantize_model). Prefill is
-    generate.prefill; decode is model.decode_step with a greedy argmax, as for transformers
-    (generate.decode adds the sampler's log-probabilities and stop bookkeeping)."""
+    """rgemma as the CLI runs it: speed.optimize's switches, with `variant` "compile"
+    (--compile) or "int8" (--quantize int8, whose logit error against the unquantized model
+    is kept). Prefill is generate.prefill; decode is model.decode_step with a greedy argmax, as
+    for transformers (generate.decode adds the sampler's log-probabilities and stop
+    bookkeeping)."""
 
     def __init__(self, path: Path, dtype: str, device: str, variant: str = ""):
         from . import speed
         from .model import RecurrentGemmaForCausalLM
-        from .quantize import quantize_model
 
         self.model = RecurrentGemmaForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], device=device)
         self.config, self.device = self.model.config, device  # self.config: rgemma's, for both
-        if device == "cpu":
-            speed.matvec_linears(self.model)
-        self.quant_error = None
-        if variant == "int8":
-            ids = _random_ids(self.config, 1, 64, device)
-            with torch.no_grad():
-                ref = self.model(ids).logits
-                quantize_model(self.model)
-                self.quant_error = logit_error(ref, self.model(ids).logits)
-        elif variant == "compile":
-            speed.compile_decode_step(self.model)
-        if device == "cpu":  # as speed.optimize does for the CLI: after the model is built, so
-            speed.reuse_memory()  # that loading and quantizing hand their temporaries back
+        ids = _random_ids(self.config, 1, 64, device) if variant == "int8" else None
+        with torch.no_grad():
+            ref = self.model(ids).logits if ids is not None else None
+            speed.optimize(self.model, compile=variant == "compile",
+                           quantize="int8" if variant == "int8" else None)
+            self.quant_error = logit_error(ref, self.model(ids).logits) if ids is not None else None
 
     def prefill(self, ids: torch.Tensor):
         from .generate import prefill
