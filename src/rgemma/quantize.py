@@ -73,7 +73,7 @@ class Int8Linear(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling() and not _needs_grad(x):
+        if torch.compiler.is_compiling() and not kernels.needs_grad(x):
             return torch.ops.rgemma.int8_linear(x, self.weight, self.weight_scale, self.bias)
         return int8_linear(x, self.weight, self.weight_scale, self.bias)
 
@@ -133,11 +133,7 @@ def _picks(kernel: str, x: torch.Tensor, max_rows: int, needs: str, fits) -> boo
             raise ValueError(f"the int8 {kernel} kernel needs {needs}; got {x.dtype} on "
                              f"{x.device} (see rgemma.kernels)")
         return True
-    return ok and x.numel() // x.shape[-1] <= max_rows and not _needs_grad(x)
-
-
-def _needs_grad(x: torch.Tensor) -> bool:
-    return x.requires_grad and torch.is_grad_enabled()
+    return ok and x.numel() // x.shape[-1] <= max_rows and not kernels.needs_grad(x)
 
 
 # --------------------------------------------------------------------------- model surgery

@@ -67,7 +67,7 @@ class MatVecLinear(nn.Linear):
     so the compiled step keeps these kernels and inductor fuses only the code around them."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling() and not _needs_grad(x, self.weight):
+        if torch.compiler.is_compiling() and not kernels.needs_grad(x, self.weight):
             return torch.ops.rgemma.decode_linear(x, self.weight, self.bias)
         return decode_linear(x, self.weight, self.bias)
 
@@ -98,15 +98,11 @@ def _(x, weight, bias):
     return x.new_empty(*x.shape[:-1], weight.shape[0])
 
 
-def _needs_grad(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-
-
 def _amx_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """bf16 on a CPU with AMX, outside autograd, and not while torch.compile traces (there
     the rgemma::decode_linear op hides the native call)."""
     return (USE_AMX and x.dtype == weight.dtype == torch.bfloat16 and x.device.type == "cpu"
-            and not _needs_grad(x, weight) and not torch.compiler.is_compiling()
+            and not kernels.needs_grad(x, weight) and not torch.compiler.is_compiling()
             and kernels.amx_available())
 
 

@@ -60,6 +60,12 @@ KERNELS = {
 }
 
 
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd would record a product of `tensors`: then the native kernels (which
+    have no backward) must not run."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def int8_gemv_available() -> bool:
     return _library("int8_gemv") is not None
 
