@@ -97,6 +97,11 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="PATH_OR_REPO_ID", default=None,
                    help="an HF-format directory, or a repo id such as google/recurrentgemma-2b "
                         "found in the local HF cache (default: the bundled model)")
+    weight_options(p)
+
+
+def weight_options(p: argparse.ArgumentParser) -> None:
+    """--dtype, --device and --quantize: how the weights are loaded (also `rgemma serve`'s)."""
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
                    help="weight dtype (default: as stored in the checkpoint)")
     p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")

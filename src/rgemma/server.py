@@ -711,16 +711,14 @@ OpenAI's clients work as they are (base_url="http://127.0.0.1:8080/v1"). The sch
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli import weight_options
+
     p.epilog = EPILOG
     p.add_argument("--model", metavar="PATH_OR_REPO_ID", default=None,
                    help="an HF-format directory, or a repo id in the local HF cache "
                         "(default: the bundled model)")
     p.add_argument("--model-name", metavar="NAME", default=None, help="the id clients use (default: the model's name)")
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                   help="weight dtype (default: as stored in the checkpoint)")
-    p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
-    p.add_argument("--quantize", choices=["none", "int8"], default="none",
-                   help="int8: int8 weight-only linear layers, quantized at load")
+    weight_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, metavar="PORT", default=8080, help="port (default 8080)")
     p.add_argument("--api-key", default=None, metavar="KEY",
