@@ -312,11 +312,12 @@ def perplexity_delta(model_dir: str | Path, data: str | Path, dtype: str = "bflo
         quantize.quantize_model(lm)
         result.update(tokens=before["tokens"], perplexity=before["perplexity"])
         cpu = lm.device.type == "cpu"
-        kernels = ("auto",) + (("native",) if int8_gemv_available() and cpu else ()) + \
-            (("amx",) if amx_available() and cpu and next(lm.parameters()).dtype == torch.bfloat16 else ())
+        bf16 = next(lm.parameters()).dtype == torch.bfloat16
+        choices = ("auto",) + (("native",) if int8_gemv_available() and cpu else ()) + \
+            (("amx",) if amx_available() and cpu and bf16 else ())
         previous = quantize.INT8_KERNEL
         try:
-            for kernel in kernels:
+            for kernel in choices:
                 quantize.INT8_KERNEL = kernel
                 after = perplexity(data, loaded=(lm, tok), max_docs=max_docs, err=io.StringIO())
                 suffix = "" if kernel == "auto" else f"_{kernel}"
