@@ -124,8 +124,13 @@ def test_compiled_bf16_decode_step_keeps_the_native_linears(int8):
         torch.testing.assert_close(_run_steps(model, state, ids, active), ref, rtol=0, atol=0)
     finally:
         speed.plain_decode_step(model)
-    op = "rgemma.int8_linear" if int8 else "rgemma.decode_linear"
-    assert sum(op in name for name in ops) == sum(1 for m in model.modules() if hasattr(m, "out_features"))
+    linears = sum(1 for m in model.modules() if hasattr(m, "out_features"))
+    gates = sum(1 for m in model.modules() if "packed_gates" in vars(m))  # one product per RG-LRU
+    assert gates == (len(model.config.layers_block_type) - model.config.layers_block_type.count(
+        "attention") if kernels.amx_available() else 0)
+    counts = {op: sum(op in name for name in ops) for op in ("rgemma.int8_linear", "rgemma.decode_linear")}
+    assert counts == ({"rgemma.int8_linear": linears, "rgemma.decode_linear": gates} if int8
+                      else {"rgemma.int8_linear": 0, "rgemma.decode_linear": linears + gates})
 
 
 def test_static_decode_step_refuses_a_cuda_graph_on_cpu():
@@ -280,6 +285,75 @@ def test_amx_kernel_rounds_to_nearest_even_once(rows):
     assert (exact.double() != sums).sum() > 10  # the test does exercise rounding
     assert torch.equal(y.isnan(), exact.isnan()) and y.isnan()[rows // 2].all()
     assert torch.equal(y.nan_to_num(), exact.nan_to_num())
+
+
+def _rg_lru(heads=4, width=48, seed=0):
+    from rgemma.model import RGLRU
+
+    config = tiny_config(num_attention_heads=heads, lru_width=width, hidden_size=8 * heads)
+    torch.manual_seed(seed)
+    layer = RGLRU(config).to(torch.bfloat16)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_()
+    return layer
+
+
+@pytest.mark.skipif(not kernels.amx_available(), reason="needs AMX and a C compiler")
+@pytest.mark.parametrize("heads,width", [(4, 48), (10, 70), (1, 33)])
+def test_matvec_rglru_gates_are_one_amx_product(heads, width, monkeypatch):
+    """Both gates of up to AMX_ROWS rows of heads come from one AMX call, with the plain
+    gates' values (fp32 sums rounded once, then the bias and the sigmoid in bf16); more rows,
+    and inputs that need gradients, take the plain gates."""
+    plain = _rg_lru(heads, width)
+    fast = copy.deepcopy(plain)
+    speed.matvec_linears(fast)
+    assert type(fast) is speed.MatVecRGLRU
+    calls = []
+    amx = kernels.amx_linear
+    monkeypatch.setattr(kernels, "amx_linear", lambda *a: calls.append(a[1].shape) or amx(*a))
+    fits = speed.AMX_ROWS // heads
+    for batch, tokens in ((1, 1), (fits, 1), (1, fits), (fits + 1, 1)):
+        x = torch.randn(batch, tokens, width, dtype=torch.bfloat16)
+        calls.clear()
+        with torch.no_grad():
+            ours, ref = fast.gates(x), plain.gates(x)
+        assert calls == ([(2 * width, width // heads)] if batch * tokens <= fits else [])
+        for o, r in zip(ours, ref):
+            assert o.shape == r.shape == x.shape
+            torch.testing.assert_close(o, r, rtol=0, atol=2**-8)  # at most a bf16 ulp apart
+    x = torch.randn(1, 1, width, dtype=torch.bfloat16, requires_grad=True)
+    calls.clear()
+    fast.gates(x)[0].sum().backward()
+    assert calls == [] and x.grad is not None
+
+
+@pytest.mark.skipif(not kernels.amx_available(), reason="needs AMX and a C compiler")
+def test_matvec_rglru_parameters_are_views_of_the_stacked_weight():
+    """No second copy: both gate weights share the stacked weight's storage; the state_dict
+    is unchanged; loading new weights reaches the stacked weight; a replaced parameter (here
+    by .to(float32)) falls back to the plain gates."""
+    plain = _rg_lru()
+    fast = copy.deepcopy(plain)
+    before = {k: v.clone() for k, v in fast.state_dict().items()}
+    speed.matvec_linears(fast)
+    packed = fast.packed_gates
+    for w in (fast.input_gate_weight, fast.recurrent_gate_weight):
+        assert w.untyped_storage().data_ptr() == packed.untyped_storage().data_ptr()
+    assert packed.numel() == 2 * fast.input_gate_weight.numel()
+    after = fast.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    other = _rg_lru(seed=1)
+    fast.load_state_dict(other.state_dict())
+    x = torch.randn(2, 1, 48, dtype=torch.bfloat16)
+    with torch.no_grad():
+        for o, r in zip(fast.gates(x), other.gates(x)):
+            torch.testing.assert_close(o, r, rtol=0, atol=2**-8)
+        fast.float()
+        for o, r in zip(fast.gates(x.float()), other.float().gates(x.float())):
+            torch.testing.assert_close(o, r)
+    speed.matvec_linears(fast, enable=False)
+    assert type(fast).__name__ == "RGLRU" and "packed_gates" not in vars(fast)
 
 
 @pytest.mark.parametrize("rows", [1, 2, 5, speed.SMALL_BATCH_ROWS, speed.SMALL_BATCH_ROWS + 1])

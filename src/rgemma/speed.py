@@ -4,7 +4,8 @@
 - `use_scan(impl)`: the RG-LRU scan every model uses ("fast", "ref", or "triton" on a GPU).
 - `matvec_linears(model)`: decode-sized products on CPUs: 1-32 bf16 rows through rgemma's AMX
   kernel where the CPU has AMX; otherwise one row through torch.addmv (streams bf16 weights
-  ~1.25x faster than F.linear's GEMM path) and up to 128 rows as W @ x^T.
+  ~1.25x faster than F.linear's GEMM path) and up to 128 rows as W @ x^T. With AMX the RG-LRU's
+  two block-diagonal gates become one such product too (MatVecRGLRU).
 - `reuse_memory()`: on Linux/glibc, large blocks come from the heap and freed memory is kept
   for reuse, so a step's big temporaries (logits: 32 x 256000 floats are 33 MB) stop
   page-faulting fresh memory every step.
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
+from .model import RGLRU
 from .state import State
 
 
@@ -98,6 +100,52 @@ def _(x, weight, bias):
     return x.new_empty(*x.shape[:-1], weight.shape[0])
 
 
+class MatVecRGLRU(RGLRU):
+    """An RGLRU (same parameters, same state_dict) whose two gates, at decode on a CPU with
+    AMX, are one product through rgemma's AMX kernel.
+
+    Each gate is H block-diagonal products x_h @ W_h with (E/H, E/H) blocks, which torch's bmm
+    reads at ~6 GB/s for one row. Here the H head slices of x become H rows against all 2H
+    blocks, transposed and stacked as one (2E, E/H) weight; head h's gates are the diagonal
+    blocks of the (H, 2E) result. That is H times the multiply-adds, but one pass over the
+    weight bytes, which is what a decode step waits for. `pack_gates` builds the stacked
+    weight and makes both parameters views of it (no second copy; writes to the parameters,
+    e.g. load_state_dict, land in it). Other inputs (prefill, float32, autograd, more than
+    AMX_ROWS rows of heads) take the plain RGLRU.gates."""
+
+    def pack_gates(self) -> None:
+        """Build the stacked weight when the gates are bf16 on a CPU with AMX (else nothing)."""
+        self.__dict__.pop("packed_gates", None)
+        wx, wa = self.input_gate_weight, self.recurrent_gate_weight
+        if not (wx.dtype == wa.dtype == torch.bfloat16 and wx.device.type == "cpu"
+                and kernels.amx_available()):
+            return
+        with torch.no_grad():
+            packed = torch.cat([wx.transpose(1, 2), wa.transpose(1, 2)]).contiguous()  # (2H, out, in)
+        wx.data, wa.data = packed[:self.heads].transpose(1, 2), packed[self.heads:].transpose(1, 2)
+        self.__dict__["packed_gates"] = packed
+
+    def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        packed, H, E = self.__dict__.get("packed_gates"), self.heads, x.shape[-1]
+        rows = x.numel() // E * H
+        if (packed is None or not USE_AMX or rows > AMX_ROWS or x.dtype != packed.dtype
+                or kernels.needs_grad(x, self.input_gate_weight, self.recurrent_gate_weight)
+                or not (torch.compiler.is_compiling() or self._packed_intact(packed))):
+            return super().gates(x)
+        xr, w = x.reshape(rows, E // H), packed.view(-1, E // H)
+        y = (torch.ops.rgemma.decode_linear(xr, w, None) if torch.compiler.is_compiling()
+             else kernels.amx_linear(xr, w))  # (N*H, 2E): row (n, h) times every block
+        y = y.view(-1, H, 2, H, E // H).diagonal(dim1=1, dim2=3)  # (N, 2, E/H, H): block h of row h
+        gate_x, gate_a = y.transpose(-1, -2).reshape(-1, 2, E).unbind(1)
+        return (torch.sigmoid(gate_x.reshape(x.shape) + self.input_gate_bias.flatten()),
+                torch.sigmoid(gate_a.reshape(x.shape) + self.recurrent_gate_bias.flatten()))
+
+    def _packed_intact(self, packed: torch.Tensor) -> bool:
+        """Whether both parameters are still the views pack_gates made (not replaced since)."""
+        return (self.input_gate_weight.data_ptr() == packed.data_ptr()
+                and self.recurrent_gate_weight.data_ptr() == packed[self.heads].data_ptr())
+
+
 def _amx_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """bf16 on a CPU with AMX, outside autograd, and not while torch.compile traces (there
     the rgemma::decode_linear op hides the native call)."""
@@ -107,12 +155,17 @@ def _amx_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def matvec_linears(model, enable: bool = True):
-    """Switch every nn.Linear of `model` to MatVecLinear (or back, with enable=False), in place:
-    only the class changes, no tensor is copied. Returns the model."""
-    old, new = (nn.Linear, MatVecLinear) if enable else (MatVecLinear, nn.Linear)
-    for module in model.modules():
-        if type(module) is old:
-            module.__class__ = new
+    """Switch every nn.Linear of `model` to MatVecLinear and every RGLRU to MatVecRGLRU (or
+    back, with enable=False), in place: only the classes change, no tensor is copied (the
+    gates' parameters become views of their stacked weight). Returns the model."""
+    for plain, fast in ((nn.Linear, MatVecLinear), (RGLRU, MatVecRGLRU)):
+        old, new = (plain, fast) if enable else (fast, plain)
+        for module in model.modules():
+            if type(module) is old:
+                module.__class__ = new
+                module.__dict__.pop("packed_gates", None)
+                if new is MatVecRGLRU:
+                    module.pack_gates()
     return model
 
 
