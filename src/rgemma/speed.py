@@ -123,7 +123,7 @@ class MatVecRGLRU(RGLRU):
         with torch.no_grad():
             packed = torch.cat([wx.transpose(1, 2), wa.transpose(1, 2)]).contiguous()  # (2H, out, in)
         wx.data, wa.data = packed[:self.heads].transpose(1, 2), packed[self.heads:].transpose(1, 2)
-        self.__dict__["packed_gates"] = packed
+        self.__dict__["packed_gates"] = packed.view(-1, packed.shape[-1])  # (2E, E/H)
 
     def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         packed, H, E = self.__dict__.get("packed_gates"), self.heads, x.shape[-1]
@@ -132,9 +132,9 @@ class MatVecRGLRU(RGLRU):
                 or kernels.needs_grad(x, self.input_gate_weight, self.recurrent_gate_weight)
                 or not (torch.compiler.is_compiling() or self._packed_intact(packed))):
             return super().gates(x)
-        xr, w = x.reshape(rows, E // H), packed.view(-1, E // H)
-        y = (torch.ops.rgemma.decode_linear(xr, w, None) if torch.compiler.is_compiling()
-             else kernels.amx_linear(xr, w))  # (N*H, 2E): row (n, h) times every block
+        xr = x.reshape(rows, E // H)
+        y = (torch.ops.rgemma.decode_linear(xr, packed, None) if torch.compiler.is_compiling()
+             else kernels.amx_linear(xr, packed))  # (N*H, 2E): row (n, h) times every block
         y = y.view(-1, H, 2, H, E // H).diagonal(dim1=1, dim2=3)  # (N, 2, E/H, H): block h of row h
         gate_x, gate_a = y.transpose(-1, -2).reshape(-1, 2, E).unbind(1)
         return (torch.sigmoid(gate_x.reshape(x.shape) + self.input_gate_bias.flatten()),
@@ -143,7 +143,7 @@ class MatVecRGLRU(RGLRU):
     def _packed_intact(self, packed: torch.Tensor) -> bool:
         """Whether both parameters are still the views pack_gates made (not replaced since)."""
         return (self.input_gate_weight.data_ptr() == packed.data_ptr()
-                and self.recurrent_gate_weight.data_ptr() == packed[self.heads].data_ptr())
+                and self.recurrent_gate_weight.data_ptr() == packed[packed.shape[0] // 2].data_ptr())
 
 
 def _amx_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
