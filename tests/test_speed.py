@@ -133,6 +133,36 @@ def test_compiled_bf16_decode_step_keeps_the_native_linears(int8):
                       else {"rgemma.int8_linear": 0, "rgemma.decode_linear": linears + gates})
 
 
+def test_decode_step_writes_each_ring_before_reading_it():
+    """The attention step reads only the displaced slot of a K/V ring, then writes the new
+    key in place, then attends over the ring: with no read of the old ring after the write,
+    torch.compile keeps the write in place instead of copying every ring each step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    model = random_model()
+    _, state = _prefilled(model)
+    rings = {t.untyped_storage().data_ptr(): name for name, t in state.tensors().items()
+             if name.endswith((".k", ".v"))}
+    assert len(rings) == 2 * model.config.layers_block_type.count("attention")
+    events = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            for a in args:
+                if isinstance(a, torch.Tensor) and a.untyped_storage().data_ptr() in rings:
+                    events.append((rings[a.untyped_storage().data_ptr()], func.__name__.split(".")[0]))
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Record():
+        model.decode_step(torch.tensor([5, 6, 7]), torch.tensor([True, False, True]), state)
+    for name in set(rings.values()):
+        ops = [op for ring, op in events if ring == name and op not in ("view", "transpose", "select",
+                                                                          "expand", "t", "alias")]
+        write = ops.index("index_put_")
+        assert set(ops[:write]) == {"index"}, (name, ops)  # only the displaced key is read first
+        assert any(op in ("bmm", "mm", "matmul") for op in ops[write:]), (name, ops)
+
+
 def test_static_decode_step_refuses_a_cuda_graph_on_cpu():
     with pytest.raises(ValueError, match="CUDA"):
         speed.StaticDecodeStep(random_model(), cuda_graph=True)

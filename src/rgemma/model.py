@@ -347,42 +347,51 @@ class LocalAttention(nn.Module):
         return AttentionState(k=new_k, v=new_v)
 
     def _decode_step(self, q, k, v, tok: Tokens, state: AttentionState):
-        """One token per row against [ring, new key] (W+1 keys) without copying the ring,
-        then the new key overwrites the oldest slot in place: O(1) work and memory per step."""
+        """One token per row against its W+1 keys, O(1) work and memory per step. The new key
+        first takes the oldest key's ring slot, in place, and the key it displaces is attended
+        as the extra one: the same W+1 keys as [ring, new key], with the ring written before it
+        is read, so that torch.compile can keep the write in place too (else it copies the ring)."""
         B, _, H, Dh = q.shape
         Hkv, W = self.kv_heads, self.window
         step = per_call(tok, ("ring", W), lambda: _ring_step(tok, W))
+        old_k, old_v = state.k[step.rows, step.slot], state.v[step.rows, step.slot]  # (B, Hkv, Dh)
+        for ring, new, old in ((state.k, k, old_k), (state.v, v, old_v)):
+            ring[step.rows, step.slot] = torch.where(step.keep, new[:, 0], old)
         qg = q.view(B, Hkv, H // Hkv, Dh)
         # ring @ q^T streams the ring in its stored layout (q @ ring^T would copy it first)
         ring_scores = torch.matmul(state.k.transpose(1, 2), qg.transpose(-1, -2))  # (B, Hkv, W, G)
         scores = torch.cat([ring_scores.transpose(-1, -2),  # (B, Hkv, G, W)
-                            torch.matmul(qg, k.view(B, Hkv, Dh, 1))], dim=-1) * Dh**-0.5
+                            torch.matmul(qg, old_k.view(B, Hkv, Dh, 1))], dim=-1) * Dh**-0.5
         probs = torch.softmax(scores.masked_fill(step.hidden, MIN_LOGIT).float(), -1).to(q.dtype)
         out = torch.matmul(probs[..., :W], state.v.transpose(1, 2))  # (B, Hkv, G, Dh)
-        out = out.addcmul_(probs[..., W:], v.view(B, Hkv, 1, Dh))
-        for ring, new in ((state.k, k), (state.v, v)):
-            ring[step.rows, step.slot] = torch.where(step.keep, new[:, 0], ring[step.rows, step.slot])
+        out = out.addcmul_(probs[..., W:], old_v.view(B, Hkv, 1, Dh))
         return out.view(B, 1, H * Dh), state
 
 
 @dataclass
 class _RingStep:
-    """What every attention layer of a one-token call needs: which keys it sees and where the
-    new key goes."""
+    """What every attention layer of a one-token call needs: where the new key goes and which
+    keys it sees."""
 
-    hidden: torch.Tensor  # (B, 1, 1, W+1) bool: key masked out ([ring slots, new key])
+    hidden: torch.Tensor  # (B, 1, 1, W+1) bool: key masked out ([ring slots after the write,
+    # displaced key])
     rows: torch.Tensor  # (B,)
-    slot: torch.Tensor  # (B,) ring slot of the new key
+    slot: torch.Tensor  # (B,) ring slot of the new key: the oldest
     keep: torch.Tensor  # (B, 1, 1) bool: the row's token is real, so it is written
 
 
 def _ring_step(tok: Tokens, W: int) -> _RingStep:
-    slot_count = ring_counts(tok.count0, W)  # (B, W)
+    slot_count = ring_counts(tok.count0, W)  # (B, W) before the write
     seen = (slot_count >= tok.doc_start[:, :1]) & (slot_count >= 0)
-    visible = torch.cat([seen, tok.real[:, :1]], dim=1)
     rows = torch.arange(tok.count0.shape[0], device=tok.count0.device)
-    return _RingStep(~visible[:, None, None], rows, torch.remainder(tok.count0, W),
-                     tok.real[:, 0, None, None])
+    slot, real = torch.remainder(tok.count0, W), tok.real[:, 0]
+    oldest_seen = seen[rows, slot]
+    # A real token's key is visible in the slot, and the displaced key keeps its visibility;
+    # a pad writes nothing, so the slot is unchanged and the displaced key (its copy) is hidden.
+    slots = torch.where(torch.arange(W, device=slot.device) == slot[:, None],
+                        (real | oldest_seen)[:, None], seen)
+    visible = torch.cat([slots, (real & oldest_seen)[:, None]], dim=1)
+    return _RingStep(~visible[:, None, None], rows, slot, real[:, None, None])
 
 
 def _gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
