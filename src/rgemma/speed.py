@@ -135,8 +135,11 @@ class MatVecRGLRU(RGLRU):
         xr = x.reshape(rows, E // H)
         y = (torch.ops.rgemma.decode_linear(xr, packed, None) if torch.compiler.is_compiling()
              else kernels.amx_linear(xr, packed))  # (N*H, 2E): row (n, h) times every block
-        y = y.view(-1, H, 2, H, E // H).diagonal(dim1=1, dim2=3)  # (N, 2, E/H, H): block h of row h
-        gate_x, gate_a = y.transpose(-1, -2).reshape(-1, 2, E).unbind(1)
+        y = y.view(-1, H, 2, H, E // H)  # (N, row head, gate, block head, E/H)
+        # head h's gates are block h of row h: the (row head, block head) diagonal, as a view
+        # (torch.diagonal would do; inductor's lowering of it warns on every compile)
+        y = y.as_strided((y.shape[0], 2, H, E // H), (y.stride(0), y.stride(2), y.stride(1) + y.stride(3), 1))
+        gate_x, gate_a = y.reshape(-1, 2, E).unbind(1)
         return (torch.sigmoid(gate_x.reshape(x.shape) + self.input_gate_bias.flatten()),
                 torch.sigmoid(gate_a.reshape(x.shape) + self.recurrent_gate_bias.flatten()))
 
