@@ -94,6 +94,28 @@ def test_native_kernel_reads_and_writes_bf16_as_torch_rounds():
 
 
 @needs_native
+@pytest.mark.parametrize("k_in", [64, 77, 16])
+def test_native_kernel_rounds_activations_to_int16_exactly(k_in):
+    """The activation rounding, bit for bit: each row scaled by 16383 / absmax in float32 and
+    rounded to nearest even (a NaN is skipped by the absmax and counts 0). Weights of -1/0/1
+    keep every integer sum exact, so the float32 output is fully determined."""
+    torch.manual_seed(k_in)
+    x = torch.randn(3, k_in) * torch.logspace(-3, 2, k_in)
+    x[1, 5] = float("nan")
+    x[2] = torch.arange(k_in) - k_in / 2 + 0.5  # many exact ties after scaling
+    q = torch.randint(-1, 2, (40, k_in), dtype=torch.int8)
+    scale, bias = torch.rand(40) + 0.5, torch.randn(40)
+    out = kernels.int8_gemv(x, q, scale, bias)
+    m = x.nan_to_num(0.0).abs().amax(1, keepdim=True)
+    s = m / 16383.0
+    xq = torch.round(x.nan_to_num(0.0) * (1.0 / s))  # float32, ties to even, as the kernel
+    assert (xq.abs() <= 16383).all() and (xq != torch.trunc(xq + 0.5)).any()  # ties exercised
+    acc = (xq.double() @ q.double().t()).float()  # exact integers, below 2^24
+    t = acc * s  # then the compiler's fused multiply-add: t * scale + bias rounded once
+    torch.testing.assert_close(out, (t.double() * scale.double() + bias.double()).float(), rtol=0, atol=0)
+
+
+@needs_native
 def test_native_kernel_does_not_overflow_at_the_extremes():
     """Every activation at its absmax and every weight at 127: the int32 lanes stay in range."""
     k_in = 20000
