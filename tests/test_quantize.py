@@ -116,6 +116,23 @@ def test_native_kernel_rounds_activations_to_int16_exactly(k_in):
 
 
 @needs_native
+def test_native_kernels_take_any_leading_shape_and_refuse_a_mismatch():
+    """(..., in) in, (..., out) back, equal to the 2-D call; a width that does not match the
+    weight is a ValueError before any native code reads memory."""
+    torch.manual_seed(0)
+    q, scale = torch.randint(-127, 128, (24, 40), dtype=torch.int8), torch.rand(24)
+    x = torch.randn(2, 3, 40, dtype=torch.bfloat16)
+    calls = [lambda t: kernels.int8_gemv(t, q, scale)]
+    if kernels.amx_available():
+        calls.append(lambda t: kernels.amx_linear(t, q, scale))
+    for call in calls:
+        y = call(x)
+        assert y.shape == (2, 3, 24) and torch.equal(y.view(6, 24), call(x.view(6, 40)))
+        with pytest.raises(ValueError, match="do not match a weight"):
+            call(torch.randn(2, 39, dtype=torch.bfloat16))
+
+
+@needs_native
 def test_native_kernel_does_not_overflow_at_the_extremes():
     """Every activation at its absmax and every weight at 127: the int32 lanes stay in range."""
     k_in = 20000

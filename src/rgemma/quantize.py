@@ -86,16 +86,17 @@ def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
     """x (..., in) @ (q * scale)^T + bias, through the fastest kernel that applies. Traced by
     torch.compile, only torch's kernels run (a native call would break the graph); Int8Linear
     avoids that by calling the rgemma::int8_linear op below, opaque to the compiler."""
-    rows, out_shape = x.reshape(-1, x.shape[-1]), (*x.shape[:-1], q.shape[0])
     if not torch.compiler.is_compiling():
         if _picks("native", x, NATIVE_MAX_ROWS, "a CPU tensor, AVX-512 VNNI and a C compiler",
                   lambda: x.device.type == "cpu" and x.dtype.is_floating_point
                   and kernels.int8_gemv_available()):
-            return kernels.int8_gemv(rows, q, scale, bias).to(x.dtype).view(out_shape)
+            y = kernels.int8_gemv(x, q, scale, bias)
+            return y if y.dtype == x.dtype else y.to(x.dtype)
         if _picks("amx", x, AMX_MAX_ROWS, "bf16 activations on a CPU with AMX and a C compiler",
                   lambda: x.device.type == "cpu" and x.dtype == torch.bfloat16
                   and kernels.amx_available()):
-            return kernels.amx_linear(rows, q, scale, bias).view(out_shape)
+            return kernels.amx_linear(x, q, scale, bias)
+    rows, out_shape = x.reshape(-1, x.shape[-1]), (*x.shape[:-1], q.shape[0])
     # The pack kernel wants activations and scales of one dtype, a contiguous q, and
     # in_features a multiple of 16 (other widths crash it). It also takes float32, but is
     # slower there than a float32 F.linear, so "auto" keeps it to bfloat16.

@@ -78,7 +78,7 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     """F.linear(x, weight, bias) through the kernel MatVecLinear picks for x's row count."""
     rows = x.numel() // max(x.shape[-1], 1)
     if 1 <= rows <= AMX_ROWS and _amx_fits(x, weight):
-        return kernels.amx_linear(x.reshape(rows, -1), weight, None, bias).view(*x.shape[:-1], -1)
+        return kernels.amx_linear(x, weight, None, bias)
     if rows == 1:
         row = x.reshape(-1)
         y = torch.mv(weight, row) if bias is None else torch.addmv(bias, weight, row)

@@ -76,16 +76,17 @@ def amx_available() -> bool:
 
 def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
               bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x (rows, in) float @ (q int8 (out, in) * scale (out,))^T + bias, as (rows, out) in x's
+    """x (..., in) float @ (q int8 (out, in) * scale (out,))^T + bias, as (..., out) in x's
     dtype when that is bfloat16 or float32 (else float32). The kernel reads and writes both
     dtypes itself, so a bf16 call converts nothing. Call only when int8_gemv_available();
     every tensor on the CPU."""
     lib = _library("int8_gemv")
     xc, sc = _native(x), _native(scale)
     bc = _native(bias) if bias is not None else None
-    rows, (n_out, k_in) = xc.shape[0], q.shape
-    y = torch.empty(rows, n_out, dtype=xc.dtype)
-    kinds = sum(int(t.dtype == torch.bfloat16) << i for i, t in enumerate((xc, sc, bc, y)) if t is not None)
+    y, rows, n_out, k_in = _output(xc, q, xc.dtype)
+    bf16 = torch.bfloat16
+    kinds = ((xc.dtype == bf16) | (sc.dtype == bf16) << 1 | (bc is not None and bc.dtype == bf16) << 2
+             | (y.dtype == bf16) << 3)
     status = lib.rgemma_int8_gemv(xc.data_ptr(), q.contiguous().data_ptr(), sc.data_ptr(),
                                   bc.data_ptr() if bc is not None else None, y.data_ptr(),
                                   rows, n_out, k_in, torch.get_num_threads(), kinds)
@@ -99,20 +100,28 @@ def _native(t: torch.Tensor) -> torch.Tensor:
     return (t if t.dtype in (torch.bfloat16, torch.float32) else t.float()).contiguous()
 
 
+def _output(x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype):
+    """The empty (..., out) result of x (..., in) times w (out, in)^T, and (rows, out, in):
+    the sizes the kernels take. A mismatch is an error here, not a read out of bounds there."""
+    n_out, k_in = w.shape
+    if x.ndim == 0 or x.shape[-1] != k_in:
+        raise ValueError(f"inputs of shape {tuple(x.shape)} do not match a weight of shape "
+                         f"{tuple(w.shape)} (out, in)")
+    y = torch.empty(*x.shape[:-1], n_out, dtype=dtype)
+    return y, (x.numel() // k_in if k_in else y.numel() // max(n_out, 1)), n_out, k_in
+
+
 def amx_linear(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None = None,
                bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x (rows, in) bf16 @ w^T [* scale] + bias -> (rows, out) bf16, with w (out, in) bf16, or
+    """x (..., in) bf16 @ w^T [* scale] + bias -> (..., out) bf16, with w (out, in) bf16, or
     int8 with `scale` (out,). Call only when amx_available(); every tensor on the CPU."""
     lib = _library("amx_linear")
     if x.dtype != torch.bfloat16 or w.dtype not in (torch.bfloat16, torch.int8):
         raise ValueError(f"amx_linear takes bf16 activations and bf16/int8 weights, got {x.dtype}, {w.dtype}")
     if (w.dtype == torch.int8) != (scale is not None):
         raise ValueError("amx_linear needs a scale exactly when the weight is int8")
-    xc, wc = x.contiguous(), w.contiguous()
-    sc = scale.to(torch.bfloat16).contiguous() if scale is not None else None
-    bc = bias.to(torch.bfloat16).contiguous() if bias is not None else None
-    rows, (n_out, k_in) = xc.shape[0], wc.shape
-    y = torch.empty(rows, n_out, dtype=torch.bfloat16)
+    xc, wc, sc, bc = x.contiguous(), w.contiguous(), _bf16(scale), _bf16(bias)
+    y, rows, n_out, k_in = _output(xc, wc, torch.bfloat16)
     status = lib.rgemma_amx_linear(xc.data_ptr(), wc.data_ptr(), int(wc.dtype == torch.int8),
                                    sc.data_ptr() if sc is not None else None,
                                    bc.data_ptr() if bc is not None else None, y.data_ptr(),
@@ -120,6 +129,12 @@ def amx_linear(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None = No
     if status != 0:
         raise MemoryError("amx_linear: out of memory for its buffers")
     return y
+
+
+def _bf16(t: torch.Tensor | None) -> torch.Tensor | None:
+    if t is None:
+        return None
+    return (t if t.dtype == torch.bfloat16 else t.to(torch.bfloat16)).contiguous()
 
 
 @functools.cache
