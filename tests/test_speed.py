@@ -447,6 +447,28 @@ def test_bench_runs_in_process(tmp_path, monkeypatch):
     assert (tmp_path / "r.json").is_file()
 
 
+def test_bench_products_replays_one_decode_steps_weight_products(tmp_path, monkeypatch):
+    """`products` times each linear and RG-LRU gate pair of one decode step on the input the
+    step gave it (rgemma only: transformers gets no such job); an unknown measure is refused."""
+    from rgemma.model import RGLRU
+
+    monkeypatch.setattr(bench, "MIN_CPU", 0.0)
+    path = bench.random_checkpoint("tiny", "fp32", tmp_path)
+    runner = bench.make_runner("rgemma", path, "fp32", "cpu")
+    calls = runner.product_calls(3)
+    modules = [m for m in runner.model.modules() if isinstance(m, RGLRU) or hasattr(m, "out_features")]
+    assert len(calls) == len(modules) and all(x.numel() // x.shape[-1] == 3 for _, x in calls)
+    assert {getattr(p, "__self__", p) for p, _ in calls} == set(modules)
+    report = run_bench(shapes=("tiny",), impls=("rgemma", "transformers"), measures=("products",),
+                       batches=(3,), steps=2, reps=1, threads=1, cache_dir=tmp_path,
+                       isolate=False, log=open(os.devnull, "w"))
+    (record,) = report["results"]
+    assert record["impl"] == "rgemma" and record["measure"] == "products" and "error" not in record
+    assert record["seconds_per_step"] > 0 and record["bytes_per_step"] == runner.weight_bytes()
+    with pytest.raises(ValueError, match="unknown measure"):
+        run_bench(shapes=("tiny",), measures=("decode", "prodcuts"), cache_dir=tmp_path)
+
+
 def test_bench_reports_a_worker_out_of_memory_before_its_first_measure(tmp_path, monkeypatch):
     """The memory guard can fire while the model loads: the worker's report names that, and
     the measures it never reached are reported as errors too, instead of a crash."""

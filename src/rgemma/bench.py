@@ -239,6 +239,29 @@ class RgemmaRunner:
     def weight_bytes(self) -> int:
         return weight_bytes(self.model)
 
+    def product_calls(self, batch: int) -> list:
+        """(product, input) for every weight product of one decode step at `batch` rows (the
+        linears, and the RG-LRU gates), recorded from an eager step."""
+        from .model import RGLRU
+
+        calls = []
+
+        def record(module, args):
+            product = module.gates if isinstance(module, RGLRU) else module
+            calls.append((product, args[0].clone()))
+
+        hooks = [m.register_forward_pre_hook(record) for m in self.model.modules()
+                 if isinstance(m, RGLRU) or hasattr(m, "out_features")]
+        try:
+            with torch.no_grad():
+                logits, state = self.prefill(_random_ids(self.config, batch, 16, self.device))
+                type(self.model).decode_step(self.model, logits.argmax(-1),
+                                             torch.ones(batch, dtype=torch.bool), state)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return calls[-len(hooks):]  # a step calls each once; the prefill's calls come first
+
 
 class TransformersRunner:
     """transformers' RecurrentGemmaForCausalLM with its own cache, fed token by token."""
@@ -405,6 +428,24 @@ def bench_decode(runner, batch: int, steps: int, threads: int, reps: int, state_
             "bytes_per_step": runner.weight_bytes() + batch * state_bytes}
 
 
+def bench_products(runner, batch: int, steps: int, threads: int, reps: int) -> dict:
+    """The weight products of a decode step alone, back to back on the inputs a step gave
+    them: the step's floor with every other op taken out (rgemma only). Against `decode`, it
+    splits a step into products and the rest."""
+    calls = runner.product_calls(batch)
+
+    def run(c):
+        for _ in range(steps):
+            for product, x in c:
+                product(x)
+
+    r = _timed(lambda: calls, run, threads, reps, 3 * reps)
+    sec = r["seconds"] / steps
+    return {**r, "tok_s": batch / sec, "ms_per_token": 1e3 * sec, "seconds_per_step": sec,
+            "flops_per_step": decode_flops(runner.config, batch, 0),
+            "bytes_per_step": runner.weight_bytes()}
+
+
 def bench_position(runner, position: int, steps: int, threads: int, reps: int, synthetic: bool,
                    state_bytes: int) -> dict:
     runner.decode(runner.at_position(64, synthetic), 2)  # warm-up
@@ -479,6 +520,8 @@ def _measure(runner, measure, size, spec, threads, shape, state_bytes) -> dict:
     if measure == "position":
         return bench_position(runner, size, spec["steps"], threads, spec["reps"],
                               shape.synthetic_positions, state_bytes)
+    if measure == "products":
+        return bench_products(runner, size, spec["steps"], threads, spec["reps"])
     raise ValueError(f"unknown measure {measure!r}")
 
 
@@ -510,6 +553,9 @@ def _worker_main(spec_json: str) -> int:
 
 
 # --------------------------------------------------------------------------- the run
+MEASURES = ("ceilings", "prefill", "decode", "position", "products")
+
+
 def run_bench(shapes=("small", "2b-3l"), dtypes=None, impls=("rgemma", "transformers"),
               measures=("ceilings", "prefill", "decode", "position"), prefill=None, batches=None,
               positions=None, steps: int = 16, reps: int = 3, threads: int = 2,
@@ -520,6 +566,9 @@ def run_bench(shapes=("small", "2b-3l"), dtypes=None, impls=("rgemma", "transfor
     one record per (shape, dtype, implementation, measure, size)."""
     from .speed import set_threads
 
+    unknown = sorted(set(measures) - set(MEASURES))
+    if unknown:
+        raise ValueError(f"unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)}")
     set_threads(threads)
     cache_dir = Path(cache_dir or Path.home() / ".cache" / "rgemma" / "bench")
     if mem_limit_gb is None:
@@ -547,13 +596,15 @@ def _specs(shapes, dtypes, impls, measures, prefill, batches, positions, steps, 
         shape = SHAPES[name]
         jobs = ([("prefill", t) for t in (prefill or shape.prefill) if "prefill" in measures]
                 + [("decode", b) for b in (batches or shape.batches) if "decode" in measures]
-                + [("position", p) for p in (positions or shape.positions) if "position" in measures])
+                + [("position", p) for p in (positions or shape.positions) if "position" in measures]
+                + [("products", b) for b in (batches or shape.batches) if "products" in measures])
         for dtype in shape.dtypes:
             if dtypes and dtype not in dtypes:
                 continue
             for impl in impls:
-                if jobs:
-                    yield dict(shape=name, dtype=dtype, impl=impl, jobs=jobs, steps=steps,
+                ours = [j for j in jobs if j[0] != "products" or impl.startswith("rgemma")]
+                if ours:
+                    yield dict(shape=name, dtype=dtype, impl=impl, jobs=ours, steps=steps,
                                reps=reps, threads=threads, device=device,
                                cache_dir=str(cache_dir), mem_limit_gb=mem_limit_gb)
 
@@ -671,8 +722,8 @@ def _cell(r: dict | None, measure: str) -> str:
         return ""
     if "error" in r:
         return "failed: " + r["error"].split(":")[0]
-    if measure == "position":
-        return f"{r['ms_per_token']:.2f} ms/tok"
+    if measure in ("position", "products"):
+        return f"{r['ms_per_token']:.2f} ms/{'tok' if measure == 'position' else 'step'}"
     return f"{r['tok_s']:.1f} tok/s"
 
 
@@ -686,6 +737,15 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(x for x in text.split(",") if x)
 
 
+def _measures(text: str) -> tuple[str, ...]:
+    names = _names(text)
+    unknown = sorted(set(names) - set(MEASURES))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown measure(s) {', '.join(unknown)}; choose from "
+                                         f"{', '.join(MEASURES)}")
+    return names
+
+
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shapes", type=_names, default=("small", "2b-3l"),
                    help=f"comma-separated, from {sorted(SHAPES)} (default: small,2b-3l)")
@@ -694,7 +754,10 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"comma-separated, from {IMPLS}")
     p.add_argument("--compile", action="store_true", help="also time rgemma-compile")
     p.add_argument("--quantize", choices=["int8"], help="also time rgemma-int8")
-    p.add_argument("--measures", type=_names, default=("ceilings", "prefill", "decode", "position"))
+    p.add_argument("--measures", type=_measures, default=MEASURES[:4],
+                   help=f"comma-separated, from {', '.join(MEASURES)} (default: all but products). "
+                        "products times a decode step's weight products alone, back to back "
+                        "(rgemma only): the step's floor without its other ops")
     p.add_argument("--prefill", type=_ints, default=None, help="prompt lengths, e.g. 1k,4k,32k")
     p.add_argument("--batches", type=_ints, default=None, help="decode batch sizes, e.g. 1,8,32")
     p.add_argument("--positions", type=_ints, default=None, help="decode positions, e.g. 1k,32k")
