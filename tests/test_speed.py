@@ -469,6 +469,18 @@ def test_bench_products_replays_one_decode_steps_weight_products(tmp_path, monke
         run_bench(shapes=("tiny",), measures=("decode", "prodcuts"), cache_dir=tmp_path)
 
 
+@pytest.mark.parametrize("impl,compiled,int8", [("rgemma", False, False), ("rgemma-compile", True, False),
+                                               ("rgemma-int8", False, True),
+                                               ("rgemma-int8-compile", True, True)])
+def test_bench_runners_apply_the_switches_their_names_say(tmp_path, impl, compiled, int8):
+    from rgemma.quantize import Int8Linear
+
+    runner = bench.make_runner(impl, bench.random_checkpoint("tiny", "fp32", tmp_path), "fp32", "cpu")
+    assert ("decode_step" in vars(runner.model)) == compiled  # compiled lazily, on first use
+    assert any(isinstance(m, Int8Linear) for m in runner.model.modules()) == int8
+    assert (runner.quant_error is not None) == int8
+
+
 def test_bench_reports_a_worker_out_of_memory_before_its_first_measure(tmp_path, monkeypatch):
     """The memory guard can fire while the model loads: the worker's report names that, and
     the measures it never reached are reported as errors too, instead of a crash."""

@@ -34,7 +34,7 @@ from .config import PRESETS, RecurrentGemmaConfig
 
 PREFIX = "BENCH "  # marks a result line on a worker's stdout
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-IMPLS = ("rgemma", "rgemma-compile", "rgemma-int8", "transformers")
+IMPLS = ("rgemma", "rgemma-compile", "rgemma-int8", "rgemma-int8-compile", "transformers")
 
 
 @dataclass
@@ -193,8 +193,8 @@ def random_checkpoint(shape: str, dtype: str, cache_dir: Path, seed: int = 0) ->
 # --------------------------------------------------------------------------- implementations
 class RgemmaRunner:
     """rgemma as the CLI runs it: speed.optimize's switches, with `variant` "compile"
-    (--compile) or "int8" (--quantize int8, whose logit error against the unquantized model
-    is kept). Prefill is generate.prefill; decode is model.decode_step with a greedy argmax, as
+    (--compile), "int8" (--quantize int8, whose logit error against the unquantized model
+    is kept) or both, "int8-compile". Prefill is generate.prefill; decode is model.decode_step with a greedy argmax, as
     for transformers (generate.decode adds the sampler's log-probabilities and stop
     bookkeeping)."""
 
@@ -204,11 +204,12 @@ class RgemmaRunner:
 
         self.model = RecurrentGemmaForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], device=device)
         self.config, self.device = self.model.config, device  # self.config: rgemma's, for both
-        ids = _random_ids(self.config, 1, 64, device) if variant == "int8" else None
+        switches = variant.split("-")
+        ids = _random_ids(self.config, 1, 64, device) if "int8" in switches else None
         with torch.no_grad():
             ref = self.model(ids).logits if ids is not None else None
-            speed.optimize(self.model, compile=variant == "compile",
-                           quantize="int8" if variant == "int8" else None)
+            speed.optimize(self.model, compile="compile" in switches,
+                           quantize="int8" if "int8" in switches else None)
             self.quant_error = logit_error(ref, self.model(ids).logits) if ids is not None else None
 
     def prefill(self, ids: torch.Tensor):
@@ -753,7 +754,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--impls", type=_names, default=("rgemma", "transformers"),
                    help=f"comma-separated, from {IMPLS}")
     p.add_argument("--compile", action="store_true", help="also time rgemma-compile")
-    p.add_argument("--quantize", choices=["int8"], help="also time rgemma-int8")
+    p.add_argument("--quantize", choices=["int8"],
+                   help="also time rgemma-int8 (and rgemma-int8-compile with --compile)")
     p.add_argument("--measures", type=_measures, default=MEASURES[:4],
                    help=f"comma-separated, from {', '.join(MEASURES)} (default: all but products). "
                         "products times a decode step's weight products alone, back to back "
@@ -789,6 +791,8 @@ def run_bench_cli(args) -> int:
     impls = list(args.impls)
     impls += ["rgemma-compile"] if args.compile and "rgemma-compile" not in impls else []
     impls += ["rgemma-int8"] if args.quantize and "rgemma-int8" not in impls else []
+    both = args.compile and args.quantize and "rgemma-int8-compile" not in impls
+    impls += ["rgemma-int8-compile"] if both else []
     kw = dict(prefill=args.prefill, batches=args.batches, positions=args.positions,
               steps=args.steps, reps=args.reps, shapes=args.shapes)
     if args.quick:
