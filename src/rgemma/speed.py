@@ -126,27 +126,32 @@ class MatVecRGLRU(RGLRU):
         self.__dict__["packed_gates"] = packed.view(-1, packed.shape[-1])  # (2E, E/H)
 
     def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        packed, H, E = self.__dict__.get("packed_gates"), self.heads, x.shape[-1]
-        rows = x.numel() // E * H
-        if (packed is None or not USE_AMX or rows > AMX_ROWS or x.dtype != packed.dtype
-                or kernels.needs_grad(x, self.input_gate_weight, self.recurrent_gate_weight)
-                or not (torch.compiler.is_compiling() or self._packed_intact(packed))):
+        packed = self.__dict__.get("packed_gates")
+        if not self._stacked_applies(x, packed):
             return super().gates(x)
-        xr = x.reshape(rows, E // H)
+        H, E = self.heads, x.shape[-1]
+        xr = x.reshape(-1, E // H)  # one row per (token, head)
         y = (torch.ops.rgemma.decode_linear(xr, packed, None) if torch.compiler.is_compiling()
-             else kernels.amx_linear(xr, packed))  # (N*H, 2E): row (n, h) times every block
+             else kernels.amx_linear(xr, packed))  # (N*H, 2E): each row times every block
         y = y.view(-1, H, 2, H, E // H)  # (N, row head, gate, block head, E/H)
         # head h's gates are block h of row h: the (row head, block head) diagonal, as a view
         # (torch.diagonal would do; inductor's lowering of it warns on every compile)
-        y = y.as_strided((y.shape[0], 2, H, E // H), (y.stride(0), y.stride(2), y.stride(1) + y.stride(3), 1))
-        gate_x, gate_a = y.reshape(-1, 2, E).unbind(1)
+        n, row, gate, block, _ = y.stride()
+        gate_x, gate_a = y.as_strided((y.shape[0], 2, H, E // H), (n, gate, row + block, 1)
+                                      ).reshape(-1, 2, E).unbind(1)
         return (torch.sigmoid(gate_x.reshape(x.shape) + self.input_gate_bias.flatten()),
                 torch.sigmoid(gate_a.reshape(x.shape) + self.recurrent_gate_bias.flatten()))
 
-    def _packed_intact(self, packed: torch.Tensor) -> bool:
-        """Whether both parameters are still the views pack_gates made (not replaced since)."""
-        return (self.input_gate_weight.data_ptr() == packed.data_ptr()
-                and self.recurrent_gate_weight.data_ptr() == packed[packed.shape[0] // 2].data_ptr())
+    def _stacked_applies(self, x: torch.Tensor, packed: torch.Tensor | None) -> bool:
+        """bf16 rows of heads within AMX_ROWS, outside autograd, and both parameters still the
+        views pack_gates made (not replaced since; trusted while torch.compile traces)."""
+        if (packed is None or not USE_AMX or x.dtype != packed.dtype
+                or x.numel() // x.shape[-1] * self.heads > AMX_ROWS
+                or kernels.needs_grad(x, self.input_gate_weight, self.recurrent_gate_weight)):
+            return False
+        return torch.compiler.is_compiling() or (
+            self.input_gate_weight.data_ptr() == packed.data_ptr()
+            and self.recurrent_gate_weight.data_ptr() == packed[packed.shape[0] // 2].data_ptr())
 
 
 def _amx_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
