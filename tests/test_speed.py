@@ -163,6 +163,37 @@ def test_decode_step_writes_each_ring_before_reading_it():
         assert any(op in ("bmm", "mm", "matmul") for op in ops[write:]), (name, ops)
 
 
+def test_compiled_step_compiles_one_graph_per_block_kind_and_leaves_prefill_eager():
+    """compile_decode_step compiles a block's one-token call: blocks of one kind share a
+    graph (the tiny model: two, recurrent and attention, for four blocks), a new batch size
+    compiles again, and prefill and plain_decode_step bring no compilation."""
+    model = random_model()
+    graphs = []
+
+    def backend(gm, inputs):
+        graphs.append(gm)
+        return gm
+
+    torch._dynamo.reset()
+    speed.compile_decode_step(model, backend=backend)
+    try:
+        _, state = _prefilled(model)  # multi-token calls: eager
+        assert graphs == []
+        ids, active = _steps(torch.Generator().manual_seed(5), 3, 3)
+        _run_steps(model, state, ids, active)
+        kinds = set(model.config.layers_block_type)
+        assert len(graphs) == len(kinds) == 2 and len(model.model.layers) == 4
+        _, state4 = _prefilled(model, B=4)
+        ids4, active4 = _steps(torch.Generator().manual_seed(6), 4, 2)
+        _run_steps(model, state4, ids4, active4)
+        assert len(graphs) == 4  # batch 4: each kind once more
+    finally:
+        speed.plain_decode_step(model)
+    assert all("forward" not in vars(b) for b in model.model.layers)
+    _run_steps(model, state, ids, active)
+    assert len(graphs) == 4
+
+
 def test_static_decode_step_refuses_a_cuda_graph_on_cpu():
     with pytest.raises(ValueError, match="CUDA"):
         speed.StaticDecodeStep(random_model(), cuda_graph=True)
@@ -476,7 +507,8 @@ def test_bench_runners_apply_the_switches_their_names_say(tmp_path, impl, compil
     from rgemma.quantize import Int8Linear
 
     runner = bench.make_runner(impl, bench.random_checkpoint("tiny", "fp32", tmp_path), "fp32", "cpu")
-    assert ("decode_step" in vars(runner.model)) == compiled  # compiled lazily, on first use
+    blocks = runner.model.model.layers
+    assert all(("forward" in vars(b)) == compiled for b in blocks)  # compiled lazily, on first use
     assert any(isinstance(m, Int8Linear) for m in runner.model.modules()) == int8
     assert (runner.quant_error is not None) == int8
 

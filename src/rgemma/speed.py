@@ -11,7 +11,7 @@
   page-faulting fresh memory every step.
 - `use_attention(impl)`: prefill attention, "sdpa" (torch's fused kernel, the default) or
   "ref" (DeepMind's computation, which rounds the scores to the model dtype).
-- `compile_decode_step(model)`: `torch.compile` of the one-token decode step.
+- `compile_decode_step(model)`: `torch.compile` of the one-token decode step, block by block.
 - `static_decode_step(model)`: the decode step on fixed input/output buffers; on CUDA it is
   captured once per State as a CUDA graph and replayed (one launch per token).
 
@@ -20,9 +20,9 @@
 bf16/fp16), the compiled step (`--compile`).
 
 The decode loop (`rgemma.generate.decode`) calls `model.decode_step(ids, active, state)`;
-the switches replace that attribute on the instance, and `plain_decode_step(model)` puts the
-model's own method back. That method is the reference every switch is tested against
-(tests/test_speed.py).
+the switches replace that attribute on the instance (the compiled step: each block's
+`forward`), and `plain_decode_step(model)` puts the model's own methods back. Those are the
+reference every switch is tested against (tests/test_speed.py).
 """
 
 from __future__ import annotations
@@ -239,8 +239,11 @@ def use_attention(impl: str) -> str:
 
 
 def plain_decode_step(model):
-    """Undo the switches below: `model.decode_step` is the model's own method again."""
+    """Undo the switches below: `model.decode_step` is the model's own method again, and its
+    blocks run their own forward."""
     model.__dict__.pop("decode_step", None)
+    for block in _blocks(model):
+        block.__dict__.pop("forward", None)
     return model
 
 
@@ -248,14 +251,37 @@ def _eager_step(model):
     return functools.partial(type(model).decode_step, model)
 
 
+def _blocks(model) -> list[nn.Module]:
+    inner = getattr(model, "model", model)
+    return list(getattr(inner, "layers", []))
+
+
 def compile_decode_step(model, mode: str | None = None, backend: str = "inductor"):
-    """Replace `model.decode_step` with a `torch.compile`d one, compiled on its first call
-    (and again for a new batch size). `mode="reduce-overhead"` adds CUDA graphs on a GPU;
-    `backend="aot_eager"` traces without generating code (what the CPU tests use).
-    Returns the model."""
-    model.decode_step = torch.compile(_eager_step(model), mode=mode, backend=backend,
-                                      dynamic=False)
+    """`torch.compile` for the one-token step, block by block: each residual block's
+    one-token call runs compiled (on first use, and again for a new batch size), while the few
+    ops between blocks (embedding, final norm, LM head, soft-cap) stay eager. Blocks of one kind
+    share their compiled code, so a model compiles two graphs, recurrent and attention: the
+    full 2B in ~51 s from a cold cache where the whole step as one graph took ~82 s, at the
+    same speed within this machine's noise (README, Speed). Multi-token calls (prefill) stay eager.
+    `mode="reduce-overhead"` adds CUDA graphs on a GPU; `backend="aot_eager"` traces without
+    generating code (what the CPU tests use). Returns the model."""
+    plain_decode_step(model)
+    for block in _blocks(model):
+        block.forward = _OneTokenCompiled(block, mode, backend)
     return model
+
+
+class _OneTokenCompiled:
+    """A block's forward that sends one-token calls with a state (decode) to its compiled
+    version and every other call to the plain one."""
+
+    def __init__(self, block: nn.Module, mode: str | None, backend: str):
+        self.plain = block.forward
+        self.compiled = torch.compile(block.forward, mode=mode, backend=backend, dynamic=False)
+
+    def __call__(self, x, tok, state, need_probs: bool = False):
+        one_token = x.shape[1] == 1 and tok.has_state and not need_probs
+        return (self.compiled if one_token else self.plain)(x, tok, state, need_probs)
 
 
 def static_decode_step(model, cuda_graph: bool | None = None):
