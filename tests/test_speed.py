@@ -496,6 +496,9 @@ def test_bench_products_replays_one_decode_steps_weight_products(tmp_path, monke
     (record,) = report["results"]
     assert record["impl"] == "rgemma" and record["measure"] == "products" and "error" not in record
     assert record["seconds_per_step"] > 0 and record["bytes_per_step"] == runner.weight_bytes()
+    compiled = bench.make_runner("rgemma-compile", path, "fp32", "cpu")  # blocks hide their calls
+    assert [x.shape for _, x in compiled.product_calls(3)] == [x.shape for _, x in calls]
+    assert all("forward" in vars(b) for b in compiled.model.model.layers)  # still compiled
     with pytest.raises(ValueError, match="unknown measure"):
         run_bench(shapes=("tiny",), measures=("decode", "prodcuts"), cache_dir=tmp_path)
 
