@@ -69,9 +69,9 @@ class MatVecLinear(nn.Linear):
     so the compiled step keeps these kernels and inductor fuses only the code around them."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling() and not kernels.needs_grad(x, self.weight):
-            return torch.ops.rgemma.decode_linear(x, self.weight, self.bias)
-        return decode_linear(x, self.weight, self.bias)
+        if kernels.needs_grad(x, self.weight):
+            return decode_linear(x, self.weight, self.bias)
+        return _decode_product(x, self.weight, self.bias)
 
 
 def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -88,6 +88,13 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         y = torch.mm(weight, xt) if bias is None else torch.addmm(bias[:, None], weight, xt)
         return y.t().reshape(*x.shape[:-1], -1)
     return F.linear(x, weight, bias)
+
+
+def _decode_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """decode_linear outside autograd; while torch.compile traces, the opaque op around it."""
+    if torch.compiler.is_compiling():
+        return torch.ops.rgemma.decode_linear(x, weight, bias)
+    return decode_linear(x, weight, bias)
 
 
 @torch.library.custom_op("rgemma::decode_linear", mutates_args=())
@@ -130,9 +137,8 @@ class MatVecRGLRU(RGLRU):
         if not self._stacked_applies(x, packed):
             return super().gates(x)
         H, E = self.heads, x.shape[-1]
-        xr = x.reshape(-1, E // H)  # one row per (token, head)
-        y = (torch.ops.rgemma.decode_linear(xr, packed, None) if torch.compiler.is_compiling()
-             else kernels.amx_linear(xr, packed))  # (N*H, 2E): each row times every block
+        y = _decode_product(x.reshape(-1, E // H), packed, None)  # a row per (token, head),
+        # times every block: (N*H, 2E), through the AMX kernel (rows <= AMX_ROWS)
         y = y.view(-1, H, 2, H, E // H)  # (N, row head, gate, block head, E/H)
         # head h's gates are block h of row h: the (row head, block head) diagonal, as a view
         # (torch.diagonal would do; inductor's lowering of it warns on every compile)
@@ -171,9 +177,10 @@ def matvec_linears(model, enable: bool = True):
         for module in model.modules():
             if type(module) is old:
                 module.__class__ = new
-                module.__dict__.pop("packed_gates", None)
                 if new is MatVecRGLRU:
                     module.pack_gates()
+                elif old is MatVecRGLRU:
+                    module.__dict__.pop("packed_gates", None)
     return model
 
 
@@ -251,9 +258,8 @@ def _eager_step(model):
     return functools.partial(type(model).decode_step, model)
 
 
-def _blocks(model) -> list[nn.Module]:
-    inner = getattr(model, "model", model)
-    return list(getattr(inner, "layers", []))
+def _blocks(model) -> nn.ModuleList:
+    return model.model.layers
 
 
 def compile_decode_step(model, mode: str | None = None, backend: str = "inductor"):
