@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -107,8 +108,7 @@ def _output(x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype):
     if x.ndim == 0 or x.shape[-1] != k_in:
         raise ValueError(f"inputs of shape {tuple(x.shape)} do not match a weight of shape "
                          f"{tuple(w.shape)} (out, in)")
-    y = torch.empty(*x.shape[:-1], n_out, dtype=dtype)
-    return y, (x.numel() // k_in if k_in else y.numel() // max(n_out, 1)), n_out, k_in
+    return torch.empty(*x.shape[:-1], n_out, dtype=dtype), math.prod(x.shape[:-1]), n_out, k_in
 
 
 def amx_linear(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None = None,
