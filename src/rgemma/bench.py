@@ -193,10 +193,10 @@ def random_checkpoint(shape: str, dtype: str, cache_dir: Path, seed: int = 0) ->
 # --------------------------------------------------------------------------- implementations
 class RgemmaRunner:
     """rgemma as the CLI runs it: speed.optimize's switches, with `variant` "compile"
-    (--compile), "int8" (--quantize int8, whose logit error against the unquantized model
-    is kept) or both, "int8-compile". Prefill is generate.prefill; decode is model.decode_step with a greedy argmax, as
-    for transformers (generate.decode adds the sampler's log-probabilities and stop
-    bookkeeping)."""
+    (--compile), "int8" (--quantize int8, whose logit error against the unquantized model is
+    kept) or both, "int8-compile". Prefill is generate.prefill; decode is model.decode_step
+    with a greedy argmax, as for transformers (generate.decode adds the sampler's
+    log-probabilities and stop bookkeeping)."""
 
     def __init__(self, path: Path, dtype: str, device: str, variant: str = ""):
         from . import speed
@@ -562,6 +562,11 @@ def _worker_main(spec_json: str) -> int:
 MEASURES = ("ceilings", "prefill", "decode", "position", "products")
 
 
+def _unknown_measures(names) -> str | None:
+    unknown = sorted(set(names) - set(MEASURES))
+    return f"unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)}" if unknown else None
+
+
 def run_bench(shapes=("small", "2b-3l"), dtypes=None, impls=("rgemma", "transformers"),
               measures=("ceilings", "prefill", "decode", "position"), prefill=None, batches=None,
               positions=None, steps: int = 16, reps: int = 3, threads: int = 2,
@@ -572,9 +577,9 @@ def run_bench(shapes=("small", "2b-3l"), dtypes=None, impls=("rgemma", "transfor
     one record per (shape, dtype, implementation, measure, size)."""
     from .speed import set_threads
 
-    unknown = sorted(set(measures) - set(MEASURES))
-    if unknown:
-        raise ValueError(f"unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)}")
+    problem = _unknown_measures(measures)
+    if problem:
+        raise ValueError(problem)
     set_threads(threads)
     cache_dir = Path(cache_dir or Path.home() / ".cache" / "rgemma" / "bench")
     if mem_limit_gb is None:
@@ -728,8 +733,9 @@ def _cell(r: dict | None, measure: str) -> str:
         return ""
     if "error" in r:
         return "failed: " + r["error"].split(":")[0]
-    if measure in ("position", "products"):
-        return f"{r['ms_per_token']:.2f} ms/{'tok' if measure == 'position' else 'step'}"
+    unit = {"position": "tok", "products": "step"}.get(measure)
+    if unit:
+        return f"{r['ms_per_token']:.2f} ms/{unit}"
     return f"{r['tok_s']:.1f} tok/s"
 
 
@@ -745,10 +751,9 @@ def _names(text: str) -> tuple[str, ...]:
 
 def _measures(text: str) -> tuple[str, ...]:
     names = _names(text)
-    unknown = sorted(set(names) - set(MEASURES))
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown measure(s) {', '.join(unknown)}; choose from "
-                                         f"{', '.join(MEASURES)}")
+    problem = _unknown_measures(names)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return names
 
 
