@@ -1,5 +1,5 @@
 """`python -m bench ...`: the same as `rgemma bench ...` (see rgemma.bench)."""
 
-from rgemma.bench import main
+from rgemma.bench.harness import main
 
 raise SystemExit(main())

@@ -42,7 +42,10 @@ def deepmind_2b_shapes(layers: int) -> dict[str, tuple[int, ...]]:
             shapes[r + "conv_1d.w"], shapes[r + "conv_1d.b"] = (K, D), (D,)
             shapes[r + "rg_lru.a_param"] = (D,)
             for gate in ("input_gate", "a_gate"):
-                shapes[r + f"rg_lru.{gate}.w"], shapes[r + f"rg_lru.{gate}.b"] = (H, D // H, D // H), (H, D // H)
+                shapes[r + f"rg_lru.{gate}.w"], shapes[r + f"rg_lru.{gate}.b"] = (
+                    (H, D // H, D // H),
+                    (H, D // H),
+                )
         else:
             a = b + "attention_block."
             shapes[a + "proj_q.weight"] = (D, D)
@@ -61,8 +64,10 @@ def build_checkpoint(path: Path, layers: int) -> int:
     import torch
 
     gen = torch.Generator().manual_seed(0)
-    state = {k: (torch.randn(s, generator=gen) * 0.02).to(torch.bfloat16)
-             for k, s in deepmind_2b_shapes(layers).items()}
+    state = {
+        k: (torch.randn(s, generator=gen) * 0.02).to(torch.bfloat16)
+        for k, s in deepmind_2b_shapes(layers).items()
+    }
     torch.save(state, path)
     return max(t.numel() * t.element_size() for t in state.values())
 
@@ -80,9 +85,11 @@ def sample_anon(pid: int, peak: list[int], stop: threading.Event) -> None:
 
 def measure_conversion(pt: Path, out: Path, max_shard_size: str) -> dict:
     """(peak RSS, peak anonymous RSS, seconds) of the conversion run in a child process."""
-    code = ("import sys; from rgemma.convert import convert; "
-            "convert(sys.argv[1], sys.argv[2], attention_window_size=2048, logits_soft_cap=30.0, "
-            "max_shard_size=sys.argv[3], progress=False)")
+    code = (
+        "import sys; from rgemma.convert.pipeline import convert; "
+        "convert(sys.argv[1], sys.argv[2], attention_window_size=2048, logits_soft_cap=30.0, "
+        "max_shard_size=sys.argv[3], progress=False)"
+    )
     start = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-c", code, str(pt), str(out), max_shard_size])
     peak, stop = [0], threading.Event()
@@ -94,8 +101,11 @@ def measure_conversion(pt: Path, out: Path, max_shard_size: str) -> dict:
     if rc != 0:
         raise SystemExit(f"conversion failed with exit code {rc}")
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
-    return {"peak_rss_bytes": rss, "peak_anon_bytes": peak[0],
-            "convert_seconds": round(time.perf_counter() - start, 1)}
+    return {
+        "peak_rss_bytes": rss,
+        "peak_anon_bytes": peak[0],
+        "convert_seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def run_json(*args: str) -> dict:
@@ -116,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "build":
         t0 = time.perf_counter()
         largest = build_checkpoint(args.pt, args.layers)
-        print(json.dumps({"largest_tensor_bytes": largest, "build_seconds": round(time.perf_counter() - t0, 1)}))
+        print(
+            json.dumps({"largest_tensor_bytes": largest, "build_seconds": round(time.perf_counter() - t0, 1)})
+        )
         return 0
     if args.step == "measure":
         print(json.dumps(measure_conversion(args.pt, args.out, args.max_shard_size)))
@@ -126,18 +138,35 @@ def main(argv: list[str] | None = None) -> int:
         pt, out = work / "2b.pt", work / "out"
         report = {"layers": args.layers}
         report.update(run_json("--step", "build", "--pt", str(pt), "--layers", str(args.layers)))
-        report.update(run_json("--step", "measure", "--pt", str(pt), "--out", str(out),
-                               "--max-shard-size", args.max_shard_size))
+        report.update(
+            run_json(
+                "--step",
+                "measure",
+                "--pt",
+                str(pt),
+                "--out",
+                str(out),
+                "--max-shard-size",
+                args.max_shard_size,
+            )
+        )
         largest_shard = max(f.stat().st_size for f in out.glob("*.safetensors"))
         bound = 1.3 * (largest_shard + report["largest_tensor_bytes"])
         rss = report["peak_rss_bytes"]
-        report.update(checkpoint_bytes=pt.stat().st_size, largest_shard_bytes=largest_shard,
-                      bound_bytes=int(bound), within_bound=rss <= bound)
+        report.update(
+            checkpoint_bytes=pt.stat().st_size,
+            largest_shard_bytes=largest_shard,
+            bound_bytes=int(bound),
+            within_bound=rss <= bound,
+        )
         print(json.dumps(report, indent=2))
         gib = 2**30
-        print(f"peak RSS {rss / gib:.2f} GiB (anonymous {report['peak_anon_bytes'] / gib:.2f} GiB) vs "
-              f"bound 1.3 x ({largest_shard / gib:.2f} + {report['largest_tensor_bytes'] / gib:.2f}) "
-              f"= {bound / gib:.2f} GiB: {'OK' if rss <= bound else 'OVER'}", file=sys.stderr)
+        print(
+            f"peak RSS {rss / gib:.2f} GiB (anonymous {report['peak_anon_bytes'] / gib:.2f} GiB) vs "
+            f"bound 1.3 x ({largest_shard / gib:.2f} + {report['largest_tensor_bytes'] / gib:.2f}) "
+            f"= {bound / gib:.2f} GiB: {'OK' if rss <= bound else 'OVER'}",
+            file=sys.stderr,
+        )
         return 0 if rss <= bound else 1
     finally:
         if not args.keep:

@@ -27,6 +27,7 @@ RESULTS: dict = {"checks": {}, "timings": {}}
 
 def check(name):
     """Run fn, record "ok"/"FAILED: ..." under RESULTS["checks"][name]; never raise."""
+
     def wrap(fn):
         def run(*args, **kwargs):
             t = time.perf_counter()
@@ -38,7 +39,9 @@ def check(name):
                 RESULTS["checks"][name] = {"ok": False, "detail": f"{type(err).__name__}: {err}"}
             RESULTS["checks"][name]["seconds"] = round(time.perf_counter() - t, 2)
             print(f"[check] {name}: {RESULTS['checks'][name]}", flush=True)
+
         return run
+
     return wrap
 
 
@@ -62,7 +65,7 @@ def best_time(fn, device, reps=3):
 def random_model(config, dtype, device, seed=0):
     """A model with DeepMind's random initialisation, built on the device without a CPU copy."""
     from rgemma import RecurrentGemmaForCausalLM
-    from rgemma.model import init_weights
+    from rgemma.models.griffin import init_weights
 
     with torch.device("meta"):
         model = RecurrentGemmaForCausalLM(config)
@@ -80,9 +83,15 @@ def random_model(config, dtype, device, seed=0):
 def tiny_config():
     from rgemma import RecurrentGemmaConfig
 
-    return RecurrentGemmaConfig(num_hidden_layers=4, vocab_size=512, hidden_size=128,
-                                intermediate_size=512, num_attention_heads=4, num_key_value_heads=1,
-                                attention_window_size=32)
+    return RecurrentGemmaConfig(
+        num_hidden_layers=4,
+        vocab_size=512,
+        hidden_size=128,
+        intermediate_size=512,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        attention_window_size=32,
+    )
 
 
 # --------------------------------------------------------------------------- correctness
@@ -97,7 +106,7 @@ def scan_inputs(B, T, E, device, dtype=torch.float32, seed=0):
 
 @check("triton scan == reference (values, final state, gradients)")
 def check_triton_scan(device, quick):
-    from rgemma.scan import rnn_scan
+    from rgemma.ops.scan import rnn_scan
 
     if device != "cuda" and not os.environ.get("TRITON_INTERPRET"):
         return "skipped: no CUDA (set TRITON_INTERPRET=1 to interpret the kernels)"
@@ -120,8 +129,8 @@ def check_triton_scan(device, quick):
 
 @check("decode step as a CUDA graph == eager step")
 def check_cuda_graph(device, quick):
-    from rgemma import speed
-    from rgemma.generate import prefill
+    from rgemma.accel import speed
+    from rgemma.text.generate import prefill
 
     if device != "cuda":
         return "skipped: no CUDA"
@@ -136,8 +145,10 @@ def check_cuda_graph(device, quick):
         for t in range(8, 40):  # crosses the window of 32
             ref = model.decode_step(ids[:, t], active, ref_state)
             err = max(err, (step(ids[:, t], active, state) - ref).abs().max().item())
-    state_err = max((a.float() - b.float()).abs().max().item()
-                    for a, b in zip(state.tensors().values(), ref_state.tensors().values()))
+    state_err = max(
+        (a.float() - b.float()).abs().max().item()
+        for a, b in zip(state.tensors().values(), ref_state.tensors().values())
+    )
     assert err < 1e-4 and state_err < 1e-4, (err, state_err)
     return {"logits_err": err, "state_err": state_err}
 
@@ -158,7 +169,7 @@ def check_device_vs_cpu(device, quick):
 
 # --------------------------------------------------------------------------- timings
 def time_scan(device, quick):
-    from rgemma.scan import rnn_scan
+    from rgemma.ops.scan import rnn_scan
 
     B, T, E = (1, 32768, 2560) if not quick else (1, 256, 64)
     x, a, h0 = scan_inputs(B, T, E, device)
@@ -174,15 +185,16 @@ def time_scan(device, quick):
 
 
 def time_model(device, quick, budget_s):
-    from rgemma import RecurrentGemmaConfig, speed
-    from rgemma.bench import SHAPES
-    from rgemma.generate import prefill
+    from rgemma import RecurrentGemmaConfig
+    from rgemma.accel import speed
+    from rgemma.bench.harness import SHAPES
+    from rgemma.text.generate import prefill
 
     config = RecurrentGemmaConfig(**SHAPES["2b"].config) if not quick else tiny_config()
     model = random_model(config, torch.bfloat16 if device == "cuda" else torch.float32, device)
     start = time.perf_counter()
     out = RESULTS["timings"].setdefault("2b bf16" if not quick else "tiny", {})
-    for T in ((4096, 32768) if not quick else (64,)):
+    for T in (4096, 32768) if not quick else (64,):
         ids = torch.randint(3, config.vocab_size, (1, T), device=device)
         with torch.no_grad():
             s = best_time(lambda: prefill(model, ids), device, reps=2)
@@ -198,8 +210,8 @@ def time_model(device, quick, budget_s):
 
 
 def time_decode(model, config, B, device, steps=32):
-    from rgemma import speed
-    from rgemma.generate import prefill
+    from rgemma.accel import speed
+    from rgemma.text.generate import prefill
 
     res = {}
     ids = torch.randint(3, config.vocab_size, (B, 16), device=device)
@@ -231,9 +243,12 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=float, default=240, help="seconds for the model timings")
     args = p.parse_args(argv)
     quick = args.device != "cuda"
-    RESULTS["env"] = {"torch": torch.__version__, "device": args.device,
-                      "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                      "triton_interpret": os.environ.get("TRITON_INTERPRET")}
+    RESULTS["env"] = {
+        "torch": torch.__version__,
+        "device": args.device,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "triton_interpret": os.environ.get("TRITON_INTERPRET"),
+    }
     try:
         import triton
 

@@ -25,8 +25,9 @@ import time
 
 import torch
 
-from rgemma import State, quantize, speed
-from rgemma.bench import random_model as random_weights
+from rgemma import State
+from rgemma.accel import quantize, speed
+from rgemma.bench.harness import random_model as random_weights
 
 
 def random_model(shape: str):
@@ -43,10 +44,15 @@ def variants(model, names, amx_rows: int):
         def setup():
             speed.USE_AMX, speed.AMX_ROWS = amx, amx_rows
             quantize.NATIVE_MAX_ROWS, quantize.AMX_MAX_ROWS = int8_rows
+
         return setup
 
-    every = [("bf16-torch", model, switches(False, now)), ("bf16-amx", model, switches(True, now)),
-             ("int8-before", int8, switches(True, (2, 0))), ("int8", int8, switches(True, now))]
+    every = [
+        ("bf16-torch", model, switches(False, now)),
+        ("bf16-amx", model, switches(True, now)),
+        ("int8-before", int8, switches(True, (2, 0))),
+        ("int8", int8, switches(True, now)),
+    ]
     return [v for v in every if v[0] in names]
 
 
@@ -57,10 +63,17 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per batch size")
     p.add_argument("--steps", type=int, default=3, help="timed decode steps per round")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--variants", default="bf16-torch,bf16-amx,int8-before,int8",
-                   help="comma-separated subset of the variants above")
-    p.add_argument("--amx-rows", type=int, default=speed.AMX_ROWS,
-                   help=f"bf16-amx: the most rows the AMX kernel takes (default {speed.AMX_ROWS})")
+    p.add_argument(
+        "--variants",
+        default="bf16-torch,bf16-amx,int8-before,int8",
+        help="comma-separated subset of the variants above",
+    )
+    p.add_argument(
+        "--amx-rows",
+        type=int,
+        default=speed.AMX_ROWS,
+        help=f"bf16-amx: the most rows the AMX kernel takes (default {speed.AMX_ROWS})",
+    )
     args = p.parse_args()
     speed.set_threads(args.threads)
     model = random_model(args.shape)
@@ -81,10 +94,19 @@ def main() -> None:
                     times[name].append((time.perf_counter() - start) / args.steps * 1e3)
             for name, ms in times.items():
                 median = statistics.median(ms)
-                print(json.dumps({"shape": args.shape, "batch": batch, "variant": name,
-                                  "ms_per_step": round(median, 1),
-                                  "tok_per_s": round(batch / median * 1e3, 1),
-                                  "runs_ms": [round(m, 1) for m in ms]}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "shape": args.shape,
+                            "batch": batch,
+                            "variant": name,
+                            "ms_per_step": round(median, 1),
+                            "tok_per_s": round(batch / median * 1e3, 1),
+                            "runs_ms": [round(m, 1) for m in ms],
+                        }
+                    ),
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

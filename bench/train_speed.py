@@ -22,19 +22,19 @@ import time
 import torch
 
 from rgemma import RecurrentGemmaConfig, RecurrentGemmaForCausalLM
-from rgemma.train import param_groups
+from rgemma.training.trainer import param_groups
 
 
 def config(layers: int, vocab: int) -> RecurrentGemmaConfig:
-    return RecurrentGemmaConfig.from_preset("recurrentgemma-2b", num_hidden_layers=layers,
-                                            vocab_size=vocab)
+    return RecurrentGemmaConfig.from_preset("recurrentgemma-2b", num_hidden_layers=layers, vocab_size=vocab)
 
 
 def hf_model(cfg: RecurrentGemmaConfig, weights: dict[str, torch.Tensor]):
     import transformers
 
-    hf_cfg = transformers.RecurrentGemmaConfig(**{k: v for k, v in cfg.to_dict().items()
-                                                  if k not in ("architectures", "extra")})
+    hf_cfg = transformers.RecurrentGemmaConfig(
+        **{k: v for k, v in cfg.to_dict().items() if k not in ("architectures", "extra")}
+    )
     model = transformers.RecurrentGemmaForCausalLM(hf_cfg)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected or set(missing) - {"lm_head.weight"}:
@@ -91,11 +91,24 @@ def main() -> None:
             continue
         model = build(name, cfg).to(device)
         secs, losses = time_steps(model, ids, args.steps, args.bf16)
-        print(json.dumps({"impl": name, "tokens_per_s": round(tokens / secs, 1),
-                          "s_per_step": round(secs, 3), "first_loss": losses[0],
-                          "layers": args.layers, "vocab": args.vocab, "batch": args.batch,
-                          "seq_len": args.seq_len, "bf16": args.bf16, "device": device,
-                          "threads": torch.get_num_threads()}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "impl": name,
+                    "tokens_per_s": round(tokens / secs, 1),
+                    "s_per_step": round(secs, 3),
+                    "first_loss": losses[0],
+                    "layers": args.layers,
+                    "vocab": args.vocab,
+                    "batch": args.batch,
+                    "seq_len": args.seq_len,
+                    "bf16": args.bf16,
+                    "device": device,
+                    "threads": torch.get_num_threads(),
+                }
+            ),
+            flush=True,
+        )
         del model
         gc.collect()
 

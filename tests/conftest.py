@@ -14,14 +14,23 @@ from rgemma import RecurrentGemmaConfig, RecurrentGemmaForCausalLM
 
 def tiny_config(**overrides) -> RecurrentGemmaConfig:
     """Griffin pattern, a window of 6 so tests cross it quickly, lru_width != hidden_size."""
-    base = dict(num_hidden_layers=4, vocab_size=97, hidden_size=32, intermediate_size=96,
-                num_attention_heads=4, num_key_value_heads=1, lru_width=48,
-                attention_window_size=6, block_types=("recurrent", "recurrent", "attention"))
+    base = dict(
+        num_hidden_layers=4,
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=96,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        lru_width=48,
+        attention_window_size=6,
+        block_types=("recurrent", "recurrent", "attention"),
+    )
     return RecurrentGemmaConfig(**{**base, **overrides})
 
 
-def random_model(config: RecurrentGemmaConfig | None = None, seed: int = 0,
-                 scale: float = 0.2) -> RecurrentGemmaForCausalLM:
+def random_model(
+    config: RecurrentGemmaConfig | None = None, seed: int = 0, scale: float = 0.2
+) -> RecurrentGemmaForCausalLM:
     """A model whose every parameter (norms and biases too) is non-trivial."""
     torch.manual_seed(seed)
     model = RecurrentGemmaForCausalLM(config or tiny_config()).eval()
@@ -55,9 +64,8 @@ def config() -> RecurrentGemmaConfig:
 def lm_dir(tmp_path_factory):
     """An HF-format directory: a tiny random model plus a byte-fallback BPE tokenizer with
     Gemma's special ids (and <start_of_turn>/<end_of_turn>)."""
-    from test_tokenizer import _write_dir
-
-    from rgemma.tokenizer import Tokenizer
+    from rgemma.text.tokenizer import Tokenizer
+    from tokenizer_files import _write_dir
 
     root = tmp_path_factory.mktemp("lm")
     _write_dir(root, "gemma")
@@ -70,6 +78,6 @@ def lm_dir(tmp_path_factory):
 def lm(lm_dir):
     """(model, tokenizer) loaded from `lm_dir`."""
     from rgemma import RecurrentGemmaForCausalLM
-    from rgemma.tokenizer import Tokenizer
+    from rgemma.text.tokenizer import Tokenizer
 
     return RecurrentGemmaForCausalLM.from_pretrained(lm_dir), Tokenizer.from_dir(lm_dir)

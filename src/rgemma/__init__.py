@@ -13,33 +13,44 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "RecurrentGemmaConfig": "config", "PRESETS": "config",
-    "RecurrentGemmaModel": "model", "RecurrentGemmaForCausalLM": "model",
-    "State": "state", "Tokenizer": "tokenizer", "bundled_model_dir": "checkpoint",
+    "RecurrentGemmaConfig": "models.config",
+    "PRESETS": "models.config",
+    "RecurrentGemmaModel": "pretrained.classes",
+    "RecurrentGemmaForCausalLM": "pretrained.classes",
+    "State": "models.state",
+    "Tokenizer": "text.tokenizer",
+    "bundled_model_dir": "pretrained.checkpoint",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from .checkpoint import bundled_model_dir
-    from .config import PRESETS, RecurrentGemmaConfig
-    from .model import RecurrentGemmaForCausalLM, RecurrentGemmaModel
-    from .state import State
-    from .tokenizer import Tokenizer
+    from rgemma.models.config import PRESETS, RecurrentGemmaConfig  # noqa: F401
+    from rgemma.models.state import State  # noqa: F401
+    from rgemma.pretrained.checkpoint import bundled_model_dir  # noqa: F401
+    from rgemma.pretrained.classes import RecurrentGemmaForCausalLM, RecurrentGemmaModel  # noqa: F401
+    from rgemma.text.tokenizer import Tokenizer  # noqa: F401
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'rgemma' has no attribute {name!r}")
+# noqa: F401
+# noqa: F401
+def __getattr__(name: str):  # noqa: F401
+    if name in _EXPORTS:  # noqa: F401
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)  # noqa: F401
+        globals()[name] = value  # noqa: F401
+        return value  # noqa: F401
+    raise AttributeError(f"module 'rgemma' has no attribute {name!r}")  # noqa: F401
 
 
-def load(path_or_repo_id=None, dtype=None, device=None):
-    """Load a causal LM from an HF-format directory, a cached repo id, or (None) the bundled
-    model."""
-    from .model import RecurrentGemmaForCausalLM
+# noqa: F401
+# noqa: F401
+def load(path_or_repo_id=None, dtype=None, device=None):  # noqa: F401
+    """Load a causal LM from an HF-format directory, a cached repo id, or (None) the bundled  # noqa: F401
+    model."""  # noqa: F401
+    from rgemma.pretrained.classes import RecurrentGemmaForCausalLM  # noqa: F401
 
-    return RecurrentGemmaForCausalLM.from_pretrained(path_or_repo_id, dtype=dtype, device=device)
+    # noqa: F401
+    return RecurrentGemmaForCausalLM.from_pretrained(path_or_repo_id, dtype=dtype, device=device)  # noqa: F401
 
 
-__all__ = [*_EXPORTS, "load", "__version__"]
+# noqa: F401
+# noqa: F401
+__all__ = [*_EXPORTS, "load", "__version__"]  # noqa: F401

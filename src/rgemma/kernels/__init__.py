@@ -48,16 +48,22 @@ class Kernel:
 
 
 KERNELS = {
-    "int8_gemv": Kernel("int8_gemv.c", ("avx512f", "avx512bw", "avx512vl", "avx512_vnni"),
-                        ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"),
-                        "rgemma_int8_gemv", (_PTR,) * 5 + (_I64,) * 3 + (_INT,) * 2),
+    "int8_gemv": Kernel(
+        "int8_gemv.c",
+        ("avx512f", "avx512bw", "avx512vl", "avx512_vnni"),
+        ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"),
+        "rgemma_int8_gemv",
+        (_PTR,) * 5 + (_I64,) * 3 + (_INT,) * 2,
+    ),
     # Linux (5.16+) hands out AMX state only on request: rgemma_amx_init asks for it.
-    "amx_linear": Kernel("amx_linear.c", ("avx512f", "avx512bw", "avx512vl", "avx512_bf16",
-                                          "amx_tile", "amx_bf16"),
-                         ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile",
-                          "-mamx-bf16"),
-                         "rgemma_amx_linear", (_PTR, _PTR, _INT) + (_PTR,) * 3 + (_I64,) * 3 + (_INT,),
-                         init="rgemma_amx_init"),
+    "amx_linear": Kernel(
+        "amx_linear.c",
+        ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile", "amx_bf16"),
+        ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile", "-mamx-bf16"),
+        "rgemma_amx_linear",
+        (_PTR, _PTR, _INT) + (_PTR,) * 3 + (_I64,) * 3 + (_INT,),
+        init="rgemma_amx_init",
+    ),
 }
 
 
@@ -75,8 +81,9 @@ def amx_available() -> bool:
     return _library("amx_linear") is not None
 
 
-def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
-              bias: torch.Tensor | None = None) -> torch.Tensor:
+def int8_gemv(
+    x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """x (..., in) float @ (q int8 (out, in) * scale (out,))^T + bias, as (..., out) in x's
     dtype when that is bfloat16 or float32 (else float32). The kernel reads and writes both
     dtypes itself, so a bf16 call converts nothing. Call only when int8_gemv_available();
@@ -86,11 +93,24 @@ def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
     bc = _native(bias) if bias is not None else None
     y, rows, n_out, k_in = _output(xc, q, xc.dtype)
     bf16 = torch.bfloat16
-    kinds = ((xc.dtype == bf16) | (sc.dtype == bf16) << 1 | (bc is not None and bc.dtype == bf16) << 2
-             | (y.dtype == bf16) << 3)
-    status = lib.rgemma_int8_gemv(xc.data_ptr(), q.contiguous().data_ptr(), sc.data_ptr(),
-                                  bc.data_ptr() if bc is not None else None, y.data_ptr(),
-                                  rows, n_out, k_in, torch.get_num_threads(), kinds)
+    kinds = (
+        (xc.dtype == bf16)
+        | (sc.dtype == bf16) << 1
+        | (bc is not None and bc.dtype == bf16) << 2
+        | (y.dtype == bf16) << 3
+    )
+    status = lib.rgemma_int8_gemv(
+        xc.data_ptr(),
+        q.contiguous().data_ptr(),
+        sc.data_ptr(),
+        bc.data_ptr() if bc is not None else None,
+        y.data_ptr(),
+        rows,
+        n_out,
+        k_in,
+        torch.get_num_threads(),
+        kinds,
+    )
     if status != 0:
         raise MemoryError("int8_gemv: out of memory for the quantized activations")
     return y
@@ -106,13 +126,15 @@ def _output(x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype):
     the sizes the kernels take. A mismatch is an error here, not a read out of bounds there."""
     n_out, k_in = w.shape
     if x.ndim == 0 or x.shape[-1] != k_in:
-        raise ValueError(f"inputs of shape {tuple(x.shape)} do not match a weight of shape "
-                         f"{tuple(w.shape)} (out, in)")
+        raise ValueError(
+            f"inputs of shape {tuple(x.shape)} do not match a weight of shape {tuple(w.shape)} (out, in)"
+        )
     return torch.empty(*x.shape[:-1], n_out, dtype=dtype), math.prod(x.shape[:-1]), n_out, k_in
 
 
-def amx_linear(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None = None,
-               bias: torch.Tensor | None = None) -> torch.Tensor:
+def amx_linear(
+    x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None = None, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """x (..., in) bf16 @ w^T [* scale] + bias -> (..., out) bf16, with w (out, in) bf16, or
     int8 with `scale` (out,). Call only when amx_available(); every tensor on the CPU."""
     lib = _library("amx_linear")
@@ -122,10 +144,18 @@ def amx_linear(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None = No
         raise ValueError("amx_linear needs a scale exactly when the weight is int8")
     xc, wc, sc, bc = x.contiguous(), w.contiguous(), _bf16(scale), _bf16(bias)
     y, rows, n_out, k_in = _output(xc, wc, torch.bfloat16)
-    status = lib.rgemma_amx_linear(xc.data_ptr(), wc.data_ptr(), int(wc.dtype == torch.int8),
-                                   sc.data_ptr() if sc is not None else None,
-                                   bc.data_ptr() if bc is not None else None, y.data_ptr(),
-                                   rows, n_out, k_in, torch.get_num_threads())
+    status = lib.rgemma_amx_linear(
+        xc.data_ptr(),
+        wc.data_ptr(),
+        int(wc.dtype == torch.int8),
+        sc.data_ptr() if sc is not None else None,
+        bc.data_ptr() if bc is not None else None,
+        y.data_ptr(),
+        rows,
+        n_out,
+        k_in,
+        torch.get_num_threads(),
+    )
     if status != 0:
         raise MemoryError("amx_linear: out of memory for its buffers")
     return y

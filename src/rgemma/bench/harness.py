@@ -1,0 +1,1021 @@
+"""`rgemma bench`: speed and memory of rgemma against transformers, on the same random weights.
+
+Shapes: `2b` (the real 2B shape in bf16), `2b-3l` (three 2B-shaped layers with the full vocab,
+fp32 and bf16) and `small` (hidden 512, 6 layers, 32k vocab, fp32). Measures:
+- ceilings: this machine's GEMM GFLOP/s (bf16, fp32) and memory GB/s, measured in the run;
+- prefill: tokens/s for one prompt of T tokens (rgemma: generate.prefill, chunks of 2048);
+- decode: tokens/s summed over B rows, greedy (rgemma: generate.decode);
+- position: ms per token at batch 1 with ~P tokens already read, and the peak RSS there.
+Each figure is also a fraction of its roofline: non-embedding FLOPs / GEMM rate for prefill;
+max(bytes / bandwidth, FLOPs / GEMM rate) per decode step, where bytes = every weight read
+once plus the state. Times are the best of a few runs (the machine may be shared; `cpu` is
+the fraction of the threads' time the process got, and `load` the load average).
+
+Each (shape, dtype, implementation) runs in a child process, so its peak RSS is its own and a
+run that outgrows the memory limit or the clock fails alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from rgemma.models.config import PRESETS, RecurrentGemmaConfig
+
+PREFIX = "BENCH "  # marks a result line on a worker's stdout
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+IMPLS = ("rgemma", "rgemma-compile", "rgemma-int8", "rgemma-int8-compile", "transformers")
+
+
+@dataclass
+class Shape:
+    config: dict
+    dtypes: tuple[str, ...]
+    prefill: tuple[int, ...] = (1024, 4096, 32768)
+    batches: tuple[int, ...] = (1, 8, 32)
+    positions: tuple[int, ...] = (1024, 32768)
+    synthetic_positions: bool = False  # reach a position by filling the state, not by prefill
+
+
+_2B = dict(PRESETS["recurrentgemma-2b"])
+SHAPES = {
+    "2b": Shape(_2B, ("bf16",), prefill=(1024, 4096), synthetic_positions=True),
+    "2b-3l": Shape({**_2B, "num_hidden_layers": 3}, ("fp32", "bf16")),
+    "small": Shape(
+        dict(
+            hidden_size=512,
+            num_hidden_layers=6,
+            vocab_size=32000,
+            intermediate_size=2 * 1536,
+            num_attention_heads=8,
+            num_key_value_heads=1,
+            attention_window_size=2048,
+        ),
+        ("fp32",),
+    ),
+    "tiny": Shape(
+        dict(
+            hidden_size=64,
+            num_hidden_layers=3,
+            vocab_size=256,
+            intermediate_size=256,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            attention_window_size=16,
+        ),
+        ("fp32",),
+        prefill=(64,),
+        batches=(1, 2),
+        positions=(8, 64),
+    ),
+}
+
+
+# --------------------------------------------------------------------------- ceilings
+def measure_ceilings(device: str = "cpu", quick: bool = False) -> dict:
+    """GEMM GFLOP/s in bf16 and fp32, and memory GB/s (copy counted as read + write, a sum,
+    and an fp32 matrix-vector product, each over 1 GiB: far beyond the caches)."""
+    n = 2048 if quick else 4096
+    out = {f"gemm_{k}_gflops": _gemm_rate(DTYPES[k], n, device) for k in ("bf16", "fp32")}
+    out.update(_bandwidth(device, 2**28 if not quick else 2**26))
+    out["bandwidth_gbs"] = max(out["copy_gbs"], out["sum_gbs"], out["gemv_gbs"])
+    return out
+
+
+def _best(fn, reps: int = 3) -> float:
+    fn()
+    return _timed(lambda: None, lambda _: fn(), torch.get_num_threads(), reps, 3 * reps)["seconds"]
+
+
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def _gemm_rate(dtype: torch.dtype, n: int, device: str) -> float:
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    return 2 * n**3 / _best(lambda: a @ b) / 1e9
+
+
+def _bandwidth(device: str, numel: int) -> dict:
+    src = torch.ones(numel, device=device)
+    dst = torch.empty_like(src)
+    nbytes = numel * 4
+    copy = 2 * nbytes / _best(lambda: dst.copy_(src)) / 1e9
+    total = nbytes / _best(lambda: src.sum()) / 1e9
+    mat, vec = src.view(-1, 4096), torch.ones(4096, device=device)
+    gemv = nbytes / _best(lambda: mat @ vec) / 1e9
+    return {"copy_gbs": copy, "sum_gbs": total, "gemv_gbs": gemv}
+
+
+# --------------------------------------------------------------------------- rooflines
+def linear_params(config: RecurrentGemmaConfig) -> int:
+    """Weights of every matrix product per token, the LM head and the embedding excepted."""
+    D, E, F_ = config.hidden_size, config.lru_width, config.mlp_width
+    H, Hkv, Dh, K = (
+        config.num_attention_heads,
+        config.num_key_value_heads,
+        config.head_dim,
+        config.conv1d_width,
+    )
+    recurrent = 3 * D * E + 2 * E * E // H + E * K
+    attention = 2 * D * H * Dh + 2 * D * Hkv * Dh
+    return (
+        sum(recurrent if k == "recurrent" else attention for k in config.layers_block_type)
+        + config.num_hidden_layers * 3 * D * F_
+    )
+
+
+def _attention_flops(config: RecurrentGemmaConfig, keys: float) -> float:
+    """Scores and weighted values of one query over `keys` keys, summed over attention layers."""
+    n = config.layers_block_type.count("attention")
+    return n * 4 * config.num_attention_heads * config.head_dim * keys
+
+
+def prefill_flops(config: RecurrentGemmaConfig, T: int) -> float:
+    """Non-embedding FLOPs of reading T tokens (query t sees min(t+1, W+1) keys)."""
+    W1 = config.attention_window_size + 1
+    keys = sum(min(t + 1, W1) for t in range(min(T, W1))) + max(0, T - W1) * W1
+    return 2 * linear_params(config) * T + _attention_flops(config, keys)
+
+
+def decode_flops(config: RecurrentGemmaConfig, batch: int, position: int) -> float:
+    """FLOPs of one decode step for `batch` rows at `position`, the LM head included."""
+    per_row = 2 * (linear_params(config) + config.hidden_size * config.vocab_size)
+    keys = min(position + 1, config.attention_window_size + 1)
+    return batch * (per_row + _attention_flops(config, keys))
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes a decode step reads: every tensor once (a tied LM head is the embedding); an
+    embedding that is not also the head is only looked up, so it does not count."""
+    seen, total = set(), 0
+    head = getattr(getattr(model, "lm_head", None), "weight", None)
+    embed = model.get_input_embeddings().weight
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) in seen or (t is embed and t is not head):
+            continue
+        seen.add(id(t))
+        total += t.numel() * t.element_size()
+    return total
+
+
+def roofline(record: dict, ceilings: dict) -> dict:
+    """Adds flops/bytes-derived roofline fractions to a measured record."""
+    rate = ceilings.get(f"gemm_{'fp32' if record['dtype'] == 'fp32' else 'bf16'}_gflops")
+    bw = ceilings.get("bandwidth_gbs")
+    seconds = record.get("seconds_per_step")
+    if not rate or not bw or not seconds:
+        return record
+    gemm_s = record["flops_per_step"] / (rate * 1e9)
+    out = {"gemm_frac": gemm_s / seconds}
+    if record.get("bytes_per_step"):
+        out["bw_frac"] = record["bytes_per_step"] / (bw * 1e9) / seconds
+    out["roofline_frac"] = max(out.values())
+    return {**record, **out}
+
+
+# --------------------------------------------------------------------------- weights
+def shape_config(name: str) -> RecurrentGemmaConfig:
+    if name not in SHAPES:
+        raise ValueError(f"unknown shape {name!r}; choose from {sorted(SHAPES)}")
+    return RecurrentGemmaConfig(**SHAPES[name].config)
+
+
+def random_model(shape: str, dtype: str, seed: int = 0):
+    """A RecurrentGemmaForCausalLM of `shape` with random weights (DeepMind's initialisation),
+    built on the meta device and then filled, so only one copy is ever in memory."""
+    from rgemma.models.griffin import init_weights
+    from rgemma.pretrained.classes import RecurrentGemmaForCausalLM
+
+    config = shape_config(shape)
+    with torch.device("meta"):
+        model = RecurrentGemmaForCausalLM(config)
+    model = model.to(DTYPES[dtype]).to_empty(device="cpu")
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        init_weights(model, config)
+    model.tie_weights()
+    return model.eval()
+
+
+def random_checkpoint(shape: str, dtype: str, cache_dir: Path, seed: int = 0) -> Path:
+    """random_model(shape, dtype, seed) as an HF-format checkpoint, written once and reused."""
+    path = Path(cache_dir) / f"{shape}-{dtype}-seed{seed}"
+    if not (path / "config.json").is_file():
+        random_model(shape, dtype, seed).save_pretrained(path)
+    return path
+
+
+# --------------------------------------------------------------------------- implementations
+class RgemmaRunner:
+    """rgemma as the CLI runs it: speed.optimize's switches, with `variant` "compile"
+    (--compile), "int8" (--quantize int8, whose logit error against the unquantized model is
+    kept) or both, "int8-compile". Prefill is generate.prefill; decode is model.decode_step
+    with a greedy argmax, as for transformers (generate.decode adds the sampler's
+    log-probabilities and stop bookkeeping)."""
+
+    def __init__(self, path: Path, dtype: str, device: str, variant: str = ""):
+        from rgemma.accel import speed
+        from rgemma.pretrained.classes import RecurrentGemmaForCausalLM
+
+        self.model = RecurrentGemmaForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], device=device)
+        self.config, self.device = self.model.config, device  # self.config: rgemma's, for both
+        switches = variant.split("-")
+        ids = _random_ids(self.config, 1, 64, device) if "int8" in switches else None
+        with torch.no_grad():
+            ref = self.model(ids).logits if ids is not None else None
+            speed.optimize(
+                self.model, compile="compile" in switches, quantize="int8" if "int8" in switches else None
+            )
+            self.quant_error = logit_error(ref, self.model(ids).logits) if ids is not None else None
+
+    def prefill(self, ids: torch.Tensor):
+        from rgemma.text.generate import prefill
+
+        return prefill(self.model, ids)
+
+    def decode(self, ctx, steps: int) -> None:
+        logits, state = ctx
+        token = logits.argmax(-1)
+        active = torch.ones_like(token, dtype=torch.bool)
+        for _ in range(steps):
+            token = self.model.decode_step(token, active, state).argmax(-1)
+
+    def at_position(self, position: int, synthetic: bool):
+        if not synthetic:
+            return self.prefill(_random_ids(self.config, 1, position, self.device))
+        from rgemma.models.state import State
+
+        state = State.zeros(self.config, 1, self.model.dtype, self.device)
+        for t in state.tensors().values():
+            if t.is_floating_point():
+                t.normal_(0, 0.5)
+        for t in (state.count, state.next_pos):
+            t.fill_(position)
+        return torch.randn(1, self.config.vocab_size, device=self.device), state
+
+    def weight_bytes(self) -> int:
+        return weight_bytes(self.model)
+
+    def product_calls(self, batch: int) -> list:
+        """(product, input) for every weight product of one decode step at `batch` rows (the
+        linears, and the RG-LRU gates), recorded from an eager step."""
+        from rgemma.models.griffin import RGLRU
+
+        calls = []
+
+        def record(module, args):
+            product = module.gates if isinstance(module, RGLRU) else module
+            calls.append((product, args[0].clone()))
+
+        hooks = [
+            m.register_forward_pre_hook(record)
+            for m in self.model.modules()
+            if isinstance(m, RGLRU) or hasattr(m, "out_features")
+        ]
+        compiled = {b: b.__dict__.pop("forward") for b in self.model.model.layers if "forward" in vars(b)}
+        try:  # a plain step: hooks do not fire inside compiled blocks
+            with torch.no_grad():
+                logits, state = self.prefill(_random_ids(self.config, batch, 16, self.device))
+                type(self.model).decode_step(
+                    self.model, logits.argmax(-1), torch.ones(batch, dtype=torch.bool), state
+                )
+        finally:
+            for hook in hooks:
+                hook.remove()
+            for block, forward in compiled.items():
+                block.forward = forward
+        calls = calls[-len(hooks) :]  # a step calls each once; the prefill's calls come first
+        assert all(x.numel() // x.shape[-1] == batch for _, x in calls), "not a one-token step"
+        return calls
+
+
+class TransformersRunner:
+    """transformers' RecurrentGemmaForCausalLM with its own cache, fed token by token."""
+
+    def __init__(self, path: Path, dtype: str, device: str):
+        import transformers
+
+        self.model = (
+            transformers.RecurrentGemmaForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+            .to(device)
+            .eval()
+        )
+        self.config = RecurrentGemmaConfig.from_json_file(Path(path) / "config.json")
+        self.device, self.dtype = device, DTYPES[dtype]
+
+    @torch.no_grad()
+    def prefill(self, ids: torch.Tensor, chunk: int | None = None):
+        from transformers import DynamicCache
+
+        m = self.model
+        m._setup_cache(m.config, ids.shape[0], ids.device, self.dtype)  # its state lives on modules
+        cache = DynamicCache(config=m.config)
+        for s in range(0, ids.shape[1], chunk or ids.shape[1]):
+            logits = m(
+                ids[:, s : s + (chunk or ids.shape[1])], cache=cache, use_cache=True, logits_to_keep=1
+            ).logits[:, -1]
+        return logits, cache
+
+    @torch.no_grad()
+    def decode(self, ctx, steps: int) -> None:
+        logits, cache = ctx
+        token = logits.argmax(-1)
+        for _ in range(steps):
+            logits = self.model(token[:, None], cache=cache, use_cache=True, logits_to_keep=1).logits
+            token = logits[:, -1].argmax(-1)
+
+    def at_position(self, position: int, synthetic: bool):
+        # Reached in chunks of 2048 (the cost of a step does not depend on how it got there).
+        return self.prefill(_random_ids(self.config, 1, position, self.device), chunk=2048)
+
+    def weight_bytes(self) -> int:
+        return weight_bytes(self.model)
+
+
+def logit_error(ref: torch.Tensor, out: torch.Tensor) -> dict:
+    """How far `out` logits are from `ref`: max and mean |difference|, and how often the top
+    token agrees."""
+    diff = (out.float() - ref.float()).abs()
+    return {
+        "max_abs": diff.max().item(),
+        "mean_abs": diff.mean().item(),
+        "ref_max_abs": ref.float().abs().max().item(),
+        "top1_agreement": (out.argmax(-1) == ref.argmax(-1)).float().mean().item(),
+    }
+
+
+def perplexity_delta(
+    model_dir: str | Path, data: str | Path, dtype: str = "bfloat16", max_docs: int | None = 200
+) -> dict:
+    """Perplexity of a trained checkpoint on the documents in `data` (JSONL or text), before
+    and after int8 weight-only quantization, with the logit error on the first document.
+
+    Scored once per int8 kernel: "auto" (what a prefill uses) and, where they load, "native"
+    (the int8 GEMV batch-1 decode uses, with its int16 activations) and "amx" (decode batches
+    of bf16 rows), each forced on every call."""
+    import io
+
+    from rgemma.accel import quantize
+    from rgemma.cli.commands import load, perplexity, read_documents
+    from rgemma.kernels import amx_available, int8_gemv_available
+
+    lm, tok = load(str(model_dir), dtype)
+    doc = read_documents(data)[0]
+    ids = torch.tensor([tok.encode(doc)[:512]], device=lm.device)
+    result = {"model": str(model_dir), "dtype": dtype}
+    with torch.no_grad():
+        before = perplexity(data, loaded=(lm, tok), max_docs=max_docs, err=io.StringIO())
+        ref = lm(ids).logits
+        quantize.quantize_model(lm)
+        result.update(tokens=before["tokens"], perplexity=before["perplexity"])
+        cpu = lm.device.type == "cpu"
+        bf16 = next(lm.parameters()).dtype == torch.bfloat16
+        choices = (
+            ("auto",)
+            + (("native",) if int8_gemv_available() and cpu else ())
+            + (("amx",) if amx_available() and cpu and bf16 else ())
+        )
+        previous = quantize.INT8_KERNEL
+        try:
+            for kernel in choices:
+                quantize.INT8_KERNEL = kernel
+                after = perplexity(data, loaded=(lm, tok), max_docs=max_docs, err=io.StringIO())
+                suffix = "" if kernel == "auto" else f"_{kernel}"
+                result[f"perplexity_int8{suffix}"] = after["perplexity"]
+                result[f"relative_change{suffix}"] = after["perplexity"] / before["perplexity"] - 1
+                result[f"logits{suffix}"] = logit_error(ref, lm(ids).logits)
+        finally:
+            quantize.INT8_KERNEL = previous
+    return result
+
+
+def make_runner(impl: str, path: Path, dtype: str, device: str):
+    if impl == "transformers":
+        return TransformersRunner(path, dtype, device)
+    if impl not in IMPLS:
+        raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLS}")
+    return RgemmaRunner(path, dtype, device, impl.partition("-")[2])
+
+
+def _random_ids(config, batch: int, length: int, device: str) -> torch.Tensor:
+    g = torch.Generator().manual_seed(batch * 100003 + length)
+    return torch.randint(3, config.vocab_size, (batch, length), generator=g).to(device)
+
+
+# --------------------------------------------------------------------------- measurements
+@dataclass
+class Meter:
+    """Wall time, CPU share and peak RSS of one measured phase."""
+
+    threads: int
+    start: dict = field(default_factory=dict)
+
+    def __enter__(self):
+        _sync()
+        reset_peak_rss()
+        self.start = dict(wall=time.perf_counter(), cpu=time.process_time(), load=os.getloadavg()[0])
+        return self
+
+    def __exit__(self, *exc):
+        _sync()
+        wall = time.perf_counter() - self.start["wall"]
+        self.result = dict(
+            seconds=wall,
+            peak_rss_mb=peak_rss_mb(),
+            load=self.start["load"],
+            cpu=(time.process_time() - self.start["cpu"]) / wall / self.threads,
+        )
+
+
+MIN_CPU = 0.85  # a run that got less of its threads' time was slowed by another process
+BUSY_WAIT = 5.0  # seconds to wait before retaking such a run
+
+
+def _timed(setup, run, threads: int, reps: int, tries: int) -> dict:
+    """The best of `reps` clean runs of run(setup()), only run() timed. A run during which
+    the process got less than MIN_CPU of its threads' time (the machine is shared) is retaken,
+    up to `tries` runs in all; if none was clean, the best is kept, marked `contended`."""
+    clean, dirty = [], []
+    for _ in range(tries):
+        ctx = setup()
+        with Meter(threads) as m:
+            run(ctx)
+        (clean if m.result["cpu"] >= MIN_CPU else dirty).append(m.result)
+        if len(clean) >= reps:
+            break
+        if m.result["cpu"] < MIN_CPU:
+            time.sleep(BUSY_WAIT)
+    best = min(clean or dirty, key=lambda r: r["seconds"])
+    return {**best, "contended": not clean, "runs": len(clean) + len(dirty)}
+
+
+def bench_prefill(runner, T: int, threads: int, reps: int) -> dict:
+    ids = _random_ids(runner.config, 1, T, runner.device)
+    runner.prefill(ids[:, : min(T, 2048)])  # warm-up, at the chunk's shapes
+    big = T > 8192
+    r = _timed(lambda: ids, runner.prefill, threads, 1 if big else reps, 2 if big else 3 * reps)
+    return {
+        **r,
+        "tok_s": T / r["seconds"],
+        "seconds_per_step": r["seconds"],
+        "flops_per_step": prefill_flops(runner.config, T),
+    }
+
+
+def bench_decode(runner, batch: int, steps: int, threads: int, reps: int, state_bytes: int) -> dict:
+    ids = _random_ids(runner.config, batch, 16, runner.device)
+    runner.decode(runner.prefill(ids), 2)  # warm-up (and compilation)
+    r = _timed(lambda: runner.prefill(ids), lambda ctx: runner.decode(ctx, steps), threads, reps, 3 * reps)
+    sec = r["seconds"] / steps
+    return {
+        **r,
+        "tok_s": batch / sec,
+        "ms_per_token": 1e3 * sec,
+        "seconds_per_step": sec,
+        "flops_per_step": decode_flops(runner.config, batch, 16 + steps),
+        "bytes_per_step": runner.weight_bytes() + batch * state_bytes,
+    }
+
+
+def bench_products(runner, batch: int, steps: int, threads: int, reps: int) -> dict:
+    """The weight products of a decode step alone, back to back on the inputs a step gave
+    them: the step's floor with every other op taken out (rgemma only). Against `decode`, it
+    splits a step into products and the rest."""
+    calls = runner.product_calls(batch)
+
+    def run(c):
+        for _ in range(steps):
+            for product, x in c:
+                product(x)
+
+    r = _timed(lambda: calls, run, threads, reps, 3 * reps)
+    sec = r["seconds"] / steps
+    return {
+        **r,
+        "tok_s": batch / sec,
+        "ms_per_token": 1e3 * sec,
+        "seconds_per_step": sec,
+        "flops_per_step": decode_flops(runner.config, batch, 0),
+        "bytes_per_step": runner.weight_bytes(),
+    }
+
+
+def bench_position(
+    runner, position: int, steps: int, threads: int, reps: int, synthetic: bool, state_bytes: int
+) -> dict:
+    runner.decode(runner.at_position(64, synthetic), 2)  # warm-up
+    ctx = runner.at_position(position, synthetic)
+    # The same state serves every run: it moves on by `steps` tokens, nothing else changes.
+    r = _timed(lambda: ctx, lambda c: runner.decode(c, steps), threads, reps, 3 * reps)
+    sec = r["seconds"] / steps
+    return {
+        **r,
+        "tok_s": 1 / sec,
+        "ms_per_token": 1e3 * sec,
+        "seconds_per_step": sec,
+        "flops_per_step": decode_flops(runner.config, 1, position),
+        "bytes_per_step": runner.weight_bytes() + state_bytes,
+    }
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak: hand freed heap back to the OS first (else memory freed by an earlier
+    phase, a long prefill say, still counts as resident), then reset the high-water mark."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # not Linux: the peak is then the process's since it started
+
+
+def peak_rss_mb() -> float:
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+    except (OSError, AttributeError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --------------------------------------------------------------------------- one worker
+def run_group(spec: dict, emit) -> None:
+    """Every measure of one (shape, dtype, implementation), each passed to emit(record)."""
+    from rgemma.accel.speed import set_threads
+    from rgemma.models.state import State
+
+    threads = set_threads(spec["threads"])
+    shape = SHAPES[spec["shape"]]
+    base = {k: spec[k] for k in ("shape", "dtype", "impl")}
+    current = {"measure": "load", "size": 0}  # what is running when the memory guard fires
+    _guard_memory(spec["mem_limit_gb"], base, current, emit)
+    path = random_checkpoint(spec["shape"], spec["dtype"], Path(spec["cache_dir"]))
+    runner = make_runner(spec["impl"], path, spec["dtype"], spec["device"])
+    config = shape_config(spec["shape"])
+    state_bytes = State.zeros(config, 1, DTYPES[spec["dtype"]], "meta").nbytes()
+    if getattr(runner, "quant_error", None):
+        emit({**base, "measure": "int8-error", "size": 64, **runner.quant_error})
+    for measure, size in spec["jobs"]:
+        current.update(measure=measure, size=size)
+        record = {**base, "measure": measure, "size": size}
+        try:
+            with torch.no_grad():
+                record.update(_measure(runner, measure, size, spec, threads, shape, state_bytes))
+        except Exception as err:  # one failing measure must not hide the others
+            record["error"] = f"{type(err).__name__}: {err}"[:300]
+        emit(roofline(record, spec.get("ceilings", {})))
+
+
+def _measure(runner, measure, size, spec, threads, shape, state_bytes) -> dict:
+    if measure == "prefill":
+        return bench_prefill(runner, size, threads, spec["reps"])
+    if measure == "decode":
+        return bench_decode(runner, size, spec["steps"], threads, spec["reps"], state_bytes)
+    if measure == "position":
+        return bench_position(
+            runner, size, spec["steps"], threads, spec["reps"], shape.synthetic_positions, state_bytes
+        )
+    if measure == "products":
+        return bench_products(runner, size, spec["steps"], threads, spec["reps"])
+    raise ValueError(f"unknown measure {measure!r}")
+
+
+def _guard_memory(limit_gb: float | None, base: dict, current: dict, emit) -> None:
+    """A watchdog: past `limit_gb` of RSS the worker reports the failure and exits at once,
+    before the machine starts swapping or the OOM killer picks a victim."""
+    if not limit_gb:
+        return
+
+    def watch():
+        while True:
+            rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            if rss > limit_gb * 2**30:
+                emit({**base, **current, "error": f"out of memory: RSS passed the {limit_gb:.1f} GB limit"})
+                sys.stdout.flush()
+                os._exit(3)
+            time.sleep(0.02)
+
+    if Path("/proc/self/statm").exists():
+        threading.Thread(target=watch, daemon=True).start()
+
+
+def _worker_main(spec_json: str) -> int:
+    def emit(record):
+        print(PREFIX + json.dumps(record), flush=True)
+
+    run_group(json.loads(spec_json), emit)
+    return 0
+
+
+# --------------------------------------------------------------------------- the run
+MEASURES = ("ceilings", "prefill", "decode", "position", "products")
+
+
+def _unknown_measures(names) -> str | None:
+    unknown = sorted(set(names) - set(MEASURES))
+    return f"unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)}" if unknown else None
+
+
+def run_bench(
+    shapes=("small", "2b-3l"),
+    dtypes=None,
+    impls=("rgemma", "transformers"),
+    measures=("ceilings", "prefill", "decode", "position"),
+    prefill=None,
+    batches=None,
+    positions=None,
+    steps: int = 16,
+    reps: int = 3,
+    threads: int = 2,
+    device: str = "cpu",
+    cache_dir: str | Path | None = None,
+    mem_limit_gb: float | None = None,
+    timeout: float = 3600,
+    isolate: bool = True,
+    quick: bool = False,
+    out: str | Path | None = None,
+    log=sys.stderr,
+) -> dict:
+    """Run the benchmark; returns (and writes to `out` as JSON) the machine, the ceilings and
+    one record per (shape, dtype, implementation, measure, size)."""
+    from rgemma.accel.speed import set_threads
+
+    problem = _unknown_measures(measures)
+    if problem:
+        raise ValueError(problem)
+    set_threads(threads)
+    cache_dir = Path(cache_dir or Path.home() / ".cache" / "rgemma" / "bench")
+    if mem_limit_gb is None:
+        mem_limit_gb = 0.8 * _available_gb()
+    report = {"machine": machine_info(threads), "ceilings": {}, "results": []}
+    if "ceilings" in measures:
+        report["ceilings"] = measure_ceilings(device, quick)
+        print(_ceilings_line(report["ceilings"]), file=log, flush=True)
+    for spec in _specs(
+        shapes,
+        dtypes,
+        impls,
+        measures,
+        prefill,
+        batches,
+        positions,
+        steps,
+        reps,
+        threads,
+        device,
+        cache_dir,
+        mem_limit_gb,
+    ):
+        spec["ceilings"] = report["ceilings"]
+        for record in _run_spec(spec, isolate, timeout):
+            report["results"].append(record)
+            print(format_record(record), file=log, flush=True)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def _specs(
+    shapes,
+    dtypes,
+    impls,
+    measures,
+    prefill,
+    batches,
+    positions,
+    steps,
+    reps,
+    threads,
+    device,
+    cache_dir,
+    mem_limit_gb,
+):
+    for name in shapes:
+        shape_config(name)  # a clear error for an unknown name
+        shape = SHAPES[name]
+        jobs = (
+            [("prefill", t) for t in (prefill or shape.prefill) if "prefill" in measures]
+            + [("decode", b) for b in (batches or shape.batches) if "decode" in measures]
+            + [("position", p) for p in (positions or shape.positions) if "position" in measures]
+            + [("products", b) for b in (batches or shape.batches) if "products" in measures]
+        )
+        for dtype in shape.dtypes:
+            if dtypes and dtype not in dtypes:
+                continue
+            for impl in impls:
+                ours = [j for j in jobs if j[0] != "products" or impl.startswith("rgemma")]
+                if ours:
+                    yield dict(
+                        shape=name,
+                        dtype=dtype,
+                        impl=impl,
+                        jobs=ours,
+                        steps=steps,
+                        reps=reps,
+                        threads=threads,
+                        device=device,
+                        cache_dir=str(cache_dir),
+                        mem_limit_gb=mem_limit_gb,
+                    )
+
+
+def _run_spec(spec: dict, isolate: bool, timeout: float) -> list[dict]:
+    if not isolate:
+        records = []
+        run_group(spec, records.append)
+        return records
+    cmd = [sys.executable, "-m", "rgemma.bench.harness", "--worker", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        stdout, failure = proc.stdout, (proc.stderr.strip().splitlines() or [""])[-1]
+        failure = f"worker exited with {proc.returncode}: {failure}" if proc.returncode else ""
+    except subprocess.TimeoutExpired as err:
+        stdout, failure = err.stdout or "", f"timed out after {timeout:.0f} s"
+        stdout = stdout.decode() if isinstance(stdout, bytes) else stdout
+    records = [json.loads(line[len(PREFIX) :]) for line in stdout.splitlines() if line.startswith(PREFIX)]
+    done = {(r.get("measure"), r.get("size")) for r in records}
+    base = {k: spec[k] for k in ("shape", "dtype", "impl")}
+    for measure, size in spec["jobs"]:
+        if (measure, size) not in done:
+            records.append(
+                {
+                    **base,
+                    "measure": measure,
+                    "size": size,
+                    "error": failure or "not run (an earlier measure failed)",
+                }
+            )
+    return records
+
+
+def machine_info(threads: int) -> dict:
+    cpu = ""
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "memory_gb": round(_total_gb(), 1),
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "cuda": torch.cuda.is_available() and torch.cuda.get_device_name(0),
+    }
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _meminfo(key: str) -> float:
+    try:
+        text = Path("/proc/meminfo").read_text()
+        return int(re.search(rf"{key}:\s+(\d+)", text).group(1)) / 2**20
+    except (OSError, AttributeError):
+        return 16.0
+
+
+def _available_gb() -> float:
+    return _meminfo("MemAvailable")
+
+
+def _total_gb() -> float:
+    return _meminfo("MemTotal")
+
+
+# --------------------------------------------------------------------------- reporting
+def _ceilings_line(c: dict) -> str:
+    return (
+        f"ceilings: GEMM bf16 {c['gemm_bf16_gflops']:.0f} GFLOP/s, fp32 "
+        f"{c['gemm_fp32_gflops']:.0f} GFLOP/s; memory {c['bandwidth_gbs']:.1f} GB/s (copy "
+        f"{c['copy_gbs']:.1f}, sum {c['sum_gbs']:.1f}, gemv {c['gemv_gbs']:.1f})"
+    )
+
+
+def format_record(r: dict) -> str:
+    head = f"{r['shape']:6s} {r['dtype']:4s} {r['impl']:14s} {r['measure']:8s} {r['size']:>6}"
+    if "error" in r:
+        return f"{head}  FAILED: {r['error']}"
+    if r["measure"] == "int8-error":
+        return (
+            f"{head}  logits vs unquantized: max |diff| {r['max_abs']:.3f} (of max "
+            f"{r['ref_max_abs']:.1f}), mean {r['mean_abs']:.4f}, top-1 agreement "
+            f"{100 * r['top1_agreement']:.1f}%"
+        )
+    ms = f" {r['ms_per_token']:8.2f} ms/tok" if "ms_per_token" in r else ""
+    roof = f" roofline {100 * r['roofline_frac']:5.1f}%" if "roofline_frac" in r else ""
+    busy = "  CONTENDED" if r.get("contended") else ""
+    return (
+        f"{head} {r['tok_s']:10.1f} tok/s{ms}{roof}  rss {r['peak_rss_mb']:7.0f} MB"
+        f"  cpu {100 * r['cpu']:3.0f}%  load {r['load']:.1f}{busy}"
+    )
+
+
+def format_table(report: dict, baseline: str = "transformers") -> str:
+    """A markdown table: one row per (shape, dtype, measure, size), one column per impl."""
+    rows, impls = {}, []
+    for r in report["results"]:
+        if r["measure"] == "int8-error":
+            continue
+        key = (r["shape"], r["dtype"], r["measure"], r["size"])
+        rows.setdefault(key, {})[r["impl"]] = r
+        if r["impl"] not in impls:
+            impls.append(r["impl"])
+    lines = [
+        "| shape | dtype | measure | size | "
+        + " | ".join(impls)
+        + f" | rgemma / {baseline} | rgemma roofline | rgemma peak RSS |",
+        "|" + "---|" * (len(impls) + 7),
+    ]
+    for (shape, dtype, measure, size), by_impl in rows.items():
+        cells = [_cell(by_impl.get(i), measure) for i in impls]
+        ours, theirs = by_impl.get("rgemma", {}), by_impl.get(baseline, {})
+        ratio = f"{ours['tok_s'] / theirs['tok_s']:.2f}x" if "tok_s" in ours and "tok_s" in theirs else ""
+        roof = f"{100 * ours['roofline_frac']:.0f}%" if "roofline_frac" in ours else ""
+        rss = f"{ours['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in ours else ""
+        lines.append(
+            f"| {shape} | {dtype} | {measure} | {size} | "
+            + " | ".join(cells)
+            + f" | {ratio} | {roof} | {rss} |"
+        )
+    return "\n".join(lines)
+
+
+def _cell(r: dict | None, measure: str) -> str:
+    if r is None:
+        return ""
+    if "error" in r:
+        return "failed: " + r["error"].split(":")[0]
+    unit = {"position": "tok", "products": "step"}.get(measure)
+    if unit:
+        return f"{r['ms_per_token']:.2f} ms/{unit}"
+    return f"{r['tok_s']:.1f} tok/s"
+
+
+# --------------------------------------------------------------------------- command line
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(
+        int(float(x.lower().replace("k", "")) * (1024 if "k" in x.lower() else 1))
+        for x in text.split(",")
+        if x
+    )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x for x in text.split(",") if x)
+
+
+def _measures(text: str) -> tuple[str, ...]:
+    names = _names(text)
+    problem = _unknown_measures(names)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return names
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shapes",
+        type=_names,
+        default=("small", "2b-3l"),
+        help=f"comma-separated, from {sorted(SHAPES)} (default: small,2b-3l)",
+    )
+    p.add_argument("--dtypes", type=_names, default=None, help="keep only these (fp32,bf16)")
+    p.add_argument(
+        "--impls", type=_names, default=("rgemma", "transformers"), help=f"comma-separated, from {IMPLS}"
+    )
+    p.add_argument("--compile", action="store_true", help="also time rgemma-compile")
+    p.add_argument(
+        "--quantize", choices=["int8"], help="also time rgemma-int8 (and rgemma-int8-compile with --compile)"
+    )
+    p.add_argument(
+        "--measures",
+        type=_measures,
+        default=MEASURES[:4],
+        help=f"comma-separated, from {', '.join(MEASURES)} (default: all but products). "
+        "products times a decode step's weight products alone, back to back "
+        "(rgemma only): the step's floor without its other ops",
+    )
+    p.add_argument("--prefill", type=_ints, default=None, help="prompt lengths, e.g. 1k,4k,32k")
+    p.add_argument("--batches", type=_ints, default=None, help="decode batch sizes, e.g. 1,8,32")
+    p.add_argument("--positions", type=_ints, default=None, help="decode positions, e.g. 1k,32k")
+    p.add_argument("--steps", type=int, default=16, help="decode steps timed per figure")
+    p.add_argument("--reps", type=int, default=3, help="runs per figure (the best counts)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--cache-dir", default=None, help="where random checkpoints are kept")
+    p.add_argument(
+        "--mem-limit-gb",
+        type=float,
+        default=None,
+        help="a worker past this RSS fails (default: 80%% of available memory)",
+    )
+    p.add_argument("--timeout", type=float, default=3600, help="seconds per worker")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="the small shape, prefill 1k, decode batch 1, positions 1k/8k, 8 steps",
+    )
+    p.add_argument("--out", default=None, help="write the report as JSON here")
+    p.add_argument(
+        "--perplexity",
+        metavar="MODEL_DIR",
+        default=None,
+        help="instead: perplexity of a trained checkpoint before/after int8 on --data",
+    )
+    p.add_argument("--data", default=None, help="held-out documents for --perplexity")
+
+
+def run_bench_cli(args) -> int:
+    if args.perplexity:
+        if not args.data:
+            raise SystemExit("rgemma bench: --perplexity needs --data FILE")
+        result = perplexity_delta(args.perplexity, args.data)
+        print(json.dumps(result, indent=1))
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        return 0
+    impls = list(args.impls)
+    impls += ["rgemma-compile"] if args.compile and "rgemma-compile" not in impls else []
+    impls += ["rgemma-int8"] if args.quantize and "rgemma-int8" not in impls else []
+    both = args.compile and args.quantize and "rgemma-int8-compile" not in impls
+    impls += ["rgemma-int8-compile"] if both else []
+    kw = dict(
+        prefill=args.prefill,
+        batches=args.batches,
+        positions=args.positions,
+        steps=args.steps,
+        reps=args.reps,
+        shapes=args.shapes,
+    )
+    if args.quick:
+        kw.update(
+            prefill=args.prefill or (1024,),
+            batches=args.batches or (1,),
+            positions=args.positions or (1024, 8192),
+            steps=min(args.steps, 8),
+            reps=2,
+        )
+        kw["shapes"] = args.shapes if args.shapes != ("small", "2b-3l") else ("small",)
+    report = run_bench(
+        dtypes=args.dtypes,
+        impls=tuple(impls),
+        measures=args.measures,
+        threads=args.threads,
+        device=args.device,
+        cache_dir=args.cache_dir,
+        mem_limit_gb=args.mem_limit_gb,
+        timeout=args.timeout,
+        quick=args.quick,
+        out=args.out,
+        **kw,
+    )
+    print(format_table(report))
+    return 1 if any("error" in r for r in report["results"] if r["impl"] != "transformers") else 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        return _worker_main(argv[1])
+    parser = argparse.ArgumentParser(
+        prog="rgemma bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_bench_arguments(parser)
+    return run_bench_cli(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,435 @@
+"""Reading foreign checkpoints tensor by tensor, and writing safetensors shard by shard.
+
+Every source gives `tensors()` (name -> shape and dtype, read without touching the data) and
+`read(name)`; `done(name)` says a tensor has been converted, so its memory can go. Sources:
+
+- `HFSource`: a Hugging Face directory (config.json plus safetensors), one file open at a time.
+- `TorchSource`: DeepMind's `.pt` state dict, loaded with `torch.load(mmap=True,
+  weights_only=True)`; pages of a converted tensor are handed back to the kernel, so memory
+  holds about one tensor, not the file.
+- `NpzSource`: the flattened Flax parameter tree (`blocks.0.recurrent_block.linear_x.kernel`,
+  ...) in a `.npz`, read one array at a time. bfloat16 arrays saved through `ml_dtypes`
+  (stored as 2-byte void) are read as bfloat16. A leading `params.` is dropped.
+- `OrbaxSource`: DeepMind's Flax/Orbax checkpoint directory, restored one top-level subtree
+  (`embedder`, `blocks.N`, `final_norm`) at a time. Needs the `flax` extra.
+
+`ShardWriter` writes the safetensors format itself (8-byte header length, JSON header, raw
+bytes): the header is known from the conversion plan, so each tensor goes to disk as soon as it
+is converted, and a shard never sits in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rgemma.pretrained.checkpoint import INDEX, SINGLE, weight_files
+
+ORBAX_MARKERS = ("_METADATA", "_CHECKPOINT_METADATA", "checkpoint", "manifest.ocdbt", "commit_success.txt")
+FLAX_EXTRA = (
+    "reading an Orbax checkpoint needs the optional packages orbax-checkpoint and jax: "
+    "pip install 'rgemma[flax]' (or save the flattened parameter tree as a .npz)"
+)
+ST_DTYPES = {
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.float64: "F64",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.int32: "I32",
+    torch.int64: "I64",
+}
+_FROM_ST = {v: k for k, v in ST_DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+def one_line(err: BaseException) -> str:
+    lines = [s.strip() for s in str(err).splitlines() if s.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+# --------------------------------------------------------------------------- format detection
+def detect_format(src: Path) -> str:
+    """ "hf", "deepmind-torch" or "deepmind-flax", from what lies at `src`."""
+    if src.is_dir():
+        if (src / "config.json").is_file():
+            return "hf"
+        if any((src / m).exists() for m in ORBAX_MARKERS) or any(src.glob("ocdbt.process_*")):
+            return "deepmind-flax"
+    elif src.is_file():
+        if src.suffix.lower() in (".pt", ".pth", ".bin"):
+            return "deepmind-torch"
+        if src.suffix.lower() == ".npz":
+            return "deepmind-flax"
+    else:
+        raise FileNotFoundError(f"source does not exist: {src}")
+    raise ValueError(
+        f"cannot tell the format of {src}: expected an HF directory with config.json, "
+        "a DeepMind .pt/.pth/.bin file, an Orbax directory or a .npz; pass --from"
+    )
+
+
+def open_source(fmt: str, src: Path):
+    if fmt == "hf":
+        return HFSource(src)
+    if fmt == "deepmind-torch":
+        return TorchSource(src)
+    if src.is_file():
+        return NpzSource(src)
+    return OrbaxSource(src)
+
+
+# --------------------------------------------------------------------------- sources
+class HFSource:
+    """safetensors files of an HF directory; one file handle open at a time."""
+
+    def __init__(self, path: Path):
+        from safetensors import safe_open
+
+        self.path, self._open = path, safe_open
+        self.files = weight_files(path)
+        self._infos: dict[str, TensorInfo] = {}
+        self._file_of: dict[str, Path] = {}
+        for f in self.files:
+            try:
+                with safe_open(f, framework="pt") as handle:
+                    slices = {key: handle.get_slice(key) for key in handle.keys()}
+                    found = {key: (tuple(sl.get_shape()), sl.get_dtype()) for key, sl in slices.items()}
+            except Exception as err:  # safetensors raises its own error types
+                raise ValueError(f"{f}: truncated or corrupt safetensors file ({one_line(err)})") from None
+            for key, (shape, dtype) in found.items():
+                if dtype not in _FROM_ST:
+                    raise ValueError(f"{f}: tensor {key!r} has unsupported dtype {dtype}")
+                self._infos[key], self._file_of[key] = TensorInfo(shape, _FROM_ST[dtype]), f
+        self._handle, self._handle_file = None, None
+
+    def tensors(self) -> dict[str, TensorInfo]:
+        return self._infos
+
+    def read(self, key: str) -> torch.Tensor:
+        f = self._file_of[key]
+        if self._handle_file != f:
+            self.close()
+            self._handle, self._handle_file = self._open(f, framework="pt"), f
+        try:
+            return self._handle.get_tensor(key)
+        except Exception as err:
+            raise ValueError(f"{f}: truncated or corrupt tensor {key!r} ({one_line(err)})") from None
+
+    def done(self, key: str) -> None:
+        pass
+
+    def close(self) -> None:
+        self._handle = self._handle_file = None
+
+
+class TorchSource:
+    """DeepMind's `.pt` state dict, memory-mapped (never unpickled beyond `weights_only`)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as err:  # zip, pickle and mmap failures all mean the same to the user
+            raise ValueError(f"{path}: truncated or corrupt PyTorch checkpoint ({one_line(err)})") from None
+        if not isinstance(state, dict):
+            raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}")
+        for key, value in state.items():
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(
+                    f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor; "
+                    "expected a flat state dict"
+                )
+        self.state = state
+        self._maps = _file_mappings(path)
+
+    def tensors(self) -> dict[str, TensorInfo]:
+        return {k: TensorInfo(tuple(v.shape), v.dtype) for k, v in self.state.items()}
+
+    def read(self, key: str) -> torch.Tensor:
+        return self.state[key]
+
+    def done(self, key: str) -> None:
+        _drop_pages(self.state[key], self._maps)
+
+    def close(self) -> None:
+        self.state = {}
+
+
+class NpzSource:
+    """A flat `.npz` of the Flax parameter tree, one array decompressed at a time."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.npz = np.load(path, allow_pickle=False)
+            members = {n: n + ".npy" for n in self.npz.files}
+            self._infos = {}
+            for name, member in members.items():
+                with self.npz.zip.open(member) as f:
+                    shape, dtype = _npy_header(f)
+                self._infos[_strip_params(name)] = TensorInfo(shape, _torch_dtype(dtype, name, path))
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+            raise ValueError(f"{path}: truncated or corrupt .npz ({one_line(err)})") from None
+        self._names = {_strip_params(n): n for n in self.npz.files}
+
+    def tensors(self) -> dict[str, TensorInfo]:
+        return self._infos
+
+    def read(self, key: str) -> torch.Tensor:
+        try:
+            return numpy_to_torch(self.npz[self._names[key]])
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+            raise ValueError(f"{self.path}: truncated or corrupt array {key!r} ({one_line(err)})") from None
+
+    def done(self, key: str) -> None:
+        pass
+
+    def close(self) -> None:
+        self.npz.close()
+
+
+class OrbaxSource:
+    """DeepMind's Flax checkpoint, restored one top-level subtree at a time (numpy arrays)."""
+
+    def __init__(self, path: Path):
+        try:
+            import orbax.checkpoint as ocp
+        except ImportError:
+            raise ImportError(FLAX_EXTRA) from None
+        self.path, self._ocp = path, ocp
+        self._ckpt = ocp.PyTreeCheckpointer()
+        try:
+            meta = self._ckpt.metadata(path.absolute())
+        except Exception as err:
+            raise ValueError(f"{path}: not a readable Orbax checkpoint ({one_line(err)})") from None
+        tree = getattr(getattr(meta, "item_metadata", meta), "tree", getattr(meta, "item_metadata", meta))
+        self._outer = ("params",) if set(tree) == {"params"} else ()
+        self._tree = tree["params"] if self._outer else tree
+        self._infos, self._group_of = {}, {}
+        for group, sub in self._tree.items():
+            for name, leaf in _flatten(sub, group).items():
+                self._infos[name] = TensorInfo(
+                    tuple(leaf.shape), _torch_dtype(np.dtype(leaf.dtype), name, path)
+                )
+                self._group_of[name] = group
+        self._group, self._arrays = None, {}
+
+    def tensors(self) -> dict[str, TensorInfo]:
+        return self._infos
+
+    def read(self, key: str) -> torch.Tensor:
+        group = self._group_of[key]
+        if group != self._group:
+            self._arrays = {}  # let the previous subtree go before restoring the next
+            self._arrays, self._group = self._restore(group), group
+        return numpy_to_torch(self._arrays[key])
+
+    def _restore(self, group: str) -> dict[str, np.ndarray]:
+        import inspect
+
+        ocp = self._ocp
+        item = {group: self._tree[group]}
+        for outer in reversed(self._outer):
+            item = {outer: item}
+        args = _tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+        try:
+            if "partial_restore" in inspect.signature(ocp.args.PyTreeRestore).parameters:
+                restore = ocp.args.PyTreeRestore(item=item, restore_args=args, partial_restore=True)
+                out = self._ckpt.restore(self.path.absolute(), args=restore)
+            else:  # older orbax: an empty `transforms` restores only the keys of `item`
+                out = self._ckpt.restore(self.path.absolute(), item=item, restore_args=args, transforms={})
+        except Exception as err:
+            raise ValueError(f"{self.path}: cannot restore {group!r} ({one_line(err)})") from None
+        for outer in self._outer:
+            out = out[outer]
+        return _flatten(out[group], group)
+
+    def done(self, key: str) -> None:
+        self._arrays.pop(key, None)
+
+    def close(self) -> None:
+        self._arrays = {}
+
+
+def _flatten(tree, prefix: str) -> dict:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out = {}
+    for k, v in tree.items():
+        out.update(_flatten(v, f"{prefix}.{k}"))
+    return out
+
+
+def _tree_map(fn, tree):
+    return {k: _tree_map(fn, v) for k, v in tree.items()} if isinstance(tree, dict) else fn(tree)
+
+
+def _strip_params(name: str) -> str:
+    return name.removeprefix("params.")
+
+
+def _npy_header(f) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(f)
+    read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(
+        version
+    )
+    if read is None:
+        raise ValueError(f"unsupported .npy version {version}")
+    shape, _, dtype = read(f)
+    return tuple(shape), dtype
+
+
+def _torch_dtype(dtype: np.dtype, name: str, path: Path) -> torch.dtype:
+    if (dtype.kind == "V" and dtype.itemsize == 2) or dtype.name == "bfloat16":
+        return torch.bfloat16  # ml_dtypes' bfloat16; saved to .npy it becomes 2-byte void
+    try:
+        return torch.from_numpy(np.empty(0, dtype)).dtype
+    except TypeError:
+        raise ValueError(f"{path}: array {name!r} has unsupported dtype {dtype}") from None
+
+
+def numpy_to_torch(arr: np.ndarray) -> torch.Tensor:
+    arr = np.ascontiguousarray(arr)
+    if (arr.dtype.kind == "V" and arr.dtype.itemsize == 2) or arr.dtype.name == "bfloat16":
+        return torch.from_numpy(arr.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(arr)
+
+
+# --------------------------------------------------------------------------- releasing mmap pages
+def _file_mappings(path: Path) -> list[tuple[int, int]]:
+    """Address ranges where this process maps `path` (Linux), so we only ever drop file pages."""
+    try:
+        target = str(path.resolve())
+        ranges = []
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                parts = line.split(maxsplit=5)
+                if len(parts) == 6 and parts[5].strip() == target:
+                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                    ranges.append((lo, hi))
+        return ranges
+    except OSError:
+        return []
+
+
+def _drop_pages(t: torch.Tensor, maps: list[tuple[int, int]]) -> None:
+    """madvise(DONTNEED) the pages of a memory-mapped tensor we are done with.
+
+    Touched pages of a file mapping stay in the process's resident set until unmapped, so a
+    17 GB checkpoint would look 17 GB resident by the end. The mapping is private and never
+    written, so dropped pages would simply be re-read from the file if touched again."""
+    if not maps or t.numel() == 0:
+        return
+    page = mmap.PAGESIZE
+    lo = t.data_ptr() // page * page
+    hi = -(-(t.data_ptr() + t.numel() * t.element_size()) // page) * page
+    for start, end in maps:
+        if start <= lo and hi <= end:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), 4)  # MADV_DONTNEED
+            return
+
+
+# --------------------------------------------------------------------------- writing
+@dataclass(frozen=True)
+class OutEntry:
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        n = self.dtype.itemsize
+        for d in self.shape:
+            n *= d
+        return n
+
+
+class ShardWriter:
+    """Writes the planned entries, in order, into model.safetensors or numbered shards + index.
+
+    Call `write(name, tensor)` for every entry in the planned order, then `finish()`."""
+
+    def __init__(self, out: Path, entries: list[OutEntry], max_bytes: int):
+        self.out = out
+        self.shards = _split(entries, max_bytes)
+        n = len(self.shards)
+        self.names = (
+            [SINGLE] if n == 1 else [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+        )
+        self._order = [(i, e) for i, shard in enumerate(self.shards) for e in shard]
+        self._next = 0
+        self._file = None
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        shard, entry = self._order[self._next]
+        if name != entry.name or tuple(tensor.shape) != entry.shape or tensor.dtype != entry.dtype:
+            raise RuntimeError(f"writer expected {entry}, got {name} {tuple(tensor.shape)} {tensor.dtype}")
+        if self._file is None:
+            self._file = open(self.out / self.names[shard], "wb")
+            self._file.write(_header(self.shards[shard]))
+        data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+        self._file.write(memoryview(data))
+        self._next += 1
+        if self._next == len(self._order) or self._order[self._next][0] != shard:
+            self._file.close()
+            self._file = None
+
+    def finish(self) -> None:
+        if self._next != len(self._order):
+            raise RuntimeError(f"writer got {self._next} of {len(self._order)} tensors")
+        if len(self.shards) == 1:
+            return
+        weight_map = {e.name: fname for fname, shard in zip(self.names, self.shards) for e in shard}
+        total = sum(e.nbytes for shard in self.shards for e in shard)
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (self.out / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _split(entries: list[OutEntry], max_bytes: int) -> list[list[OutEntry]]:
+    shards: list[list[OutEntry]] = [[]]
+    size = 0
+    for e in entries:
+        if shards[-1] and size + e.nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(e)
+        size += e.nbytes
+    return shards
+
+
+def _header(entries: list[OutEntry]) -> bytes:
+    """The safetensors header: u64 little-endian length, then JSON padded to 8 bytes."""
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for e in entries:
+        header[e.name] = {
+            "dtype": ST_DTYPES[e.dtype],
+            "shape": list(e.shape),
+            "data_offsets": [offset, offset + e.nbytes],
+        }
+        offset += e.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw

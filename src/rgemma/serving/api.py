@@ -1,0 +1,962 @@
+"""`rgemma serve`: an OpenAI-compatible HTTP server with continuous batching.
+
+Endpoints: `GET /health` (503 until the model is loaded), `GET /v1/models`,
+`POST /v1/completions` and `POST /v1/chat/completions` (server-sent events with
+`"stream": true`), `GET /metrics` (Prometheus text) and FastAPI's `/openapi.json` and `/docs`.
+This module validates requests, turns the engine's events into OpenAI's JSON, and runs
+uvicorn; the batching loop is serve_engine.py.
+
+Request fields: `model`, `max_tokens` (chat also `max_completion_tokens`), `temperature`,
+`top_p`, `stop`, `seed`, `n`, `stream`, `stream_options.include_usage`, `user`; extensions
+`top_k`, `min_p`, `repetition_penalty` (CTRL's; 1 is off) and `ignore_eos`. Refused with 400
+rather than ignored: non-zero `frequency_penalty`/`presence_penalty`, `logprobs`, `echo`,
+`best_of` > 1, `suffix`, `logit_bias`, tools, and a `response_format` other than text. Other
+unknown fields are ignored, as OpenAI's clients send some.
+
+Every error is OpenAI's body `{"error": {"message", "type", "param", "code"}}`: 400 for a bad
+request (bad JSON, wrong types, limits, unknown model), 401 for a bad API key, 429 when the
+queue is full, 503 while loading or shutting down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+try:
+    import uvicorn
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+    from pydantic import BaseModel, ConfigDict, Field
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+except ImportError as err:  # the server is an extra
+    raise ImportError(f"rgemma serve needs FastAPI and uvicorn: pip install 'rgemma[serve]' ({err})") from err
+
+from rgemma.serving.scheduler import (
+    BatchEngine,
+    Delta,
+    Done,
+    QueueFull,
+    RequestParams,
+    ShuttingDown,
+)
+from rgemma.serving.scheduler import (
+    Request as Job,
+)
+from rgemma.text.sampling import SamplingParams
+
+COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+CHARS_PER_TOKEN_BOUND = 32  # longer texts are refused before tokenizing them
+
+
+# --------------------------------------------------------------------------- request schema
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    include_usage: bool = False
+
+
+class _Sampling(BaseModel):
+    """Fields shared by both endpoints."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
+
+    model: str | None = Field(None, description="the served model's id (see /v1/models); optional")
+    max_tokens: int | None = Field(None, ge=1, description="new tokens at most (server limit applies)")
+    temperature: float | None = Field(None, ge=0, le=2, description="0 is greedy; default 1")
+    top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling; default 1")
+    top_k: int | None = Field(
+        None, ge=0, le=2**31, description="extension: keep the k likeliest tokens; 0 is off"
+    )
+    min_p: float | None = Field(
+        None, ge=0, le=1, description="extension: drop tokens below min_p x the top probability"
+    )
+    repetition_penalty: float | None = Field(
+        None, gt=0, le=100, description="extension: CTRL's penalty; 1 is off"
+    )
+    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="unsupported: only 0 is accepted")
+    presence_penalty: float | None = Field(None, ge=-2, le=2, description="unsupported: only 0 is accepted")
+    stop: str | Annotated[list[str], Field(max_length=16)] | None = Field(
+        None, description="text that ends a choice; never included in the output"
+    )
+    seed: int | None = Field(None, ge=-(2**63), lt=2**64, description="choice j samples with seed + j")
+    n: int = Field(1, ge=1, le=1024, description="choices per prompt; each is its own batch row")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    logit_bias: dict[str, float] | None = Field(None, description="unsupported: must be empty")
+    user: str | None = None
+    ignore_eos: bool = Field(False, description="extension: keep going past end-of-sequence tokens")
+
+
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str] | TokenIds | list[TokenIds] = Field(
+        description="a string, a list of strings, or token ids (a list, or a list of lists)"
+    )
+    echo: bool = Field(False, description="unsupported: must be false")
+    logprobs: int | None = Field(None, description="unsupported: must be null")
+    best_of: int | None = Field(None, description="unsupported: must be null or 1")
+    suffix: str | None = Field(None, description="unsupported: must be null")
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, description="preferred over max_tokens")
+    logprobs: bool | None = Field(None, description="unsupported: must be false")
+    top_logprobs: int | None = Field(None, description="unsupported: must be null or 0")
+    tools: list[Any] | None = Field(None, description="unsupported: must be empty")
+    tool_choice: str | dict | None = Field(None, description="unsupported: must be null or none")
+    response_format: dict | None = Field(None, description='only {"type": "text"}')
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES = {s: {"model": ErrorResponse} for s in (400, 401, 429, 503)}
+
+
+# --------------------------------------------------------------------------- errors
+class APIError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+
+
+UNAUTHORIZED = APIError(401, "invalid or missing API key (Authorization: Bearer KEY)", code="invalid_api_key")
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def _error_response(err: APIError) -> JSONResponse:
+    return JSONResponse(error_body(err.message, err.type, err.param, err.code), status_code=err.status)
+
+
+def _bad(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "function-after", "function-plain"}
+
+
+def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI answers 422; OpenAI answers 400 with its error body."""
+    first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
+    # Drop "body" and the union-member tags pydantic adds ("str", "list[int]", ...).
+    loc = [
+        str(x) for x in first.get("loc", ()) if x != "body" and str(x) not in _TYPE_TAGS and "[" not in str(x)
+    ]
+    if first.get("type") == "json_invalid":
+        return _error_response(_bad(f"invalid JSON body: {first.get('msg')}", code="invalid_json"))
+    param = ".".join(loc) or None
+    message = f"{param}: {first['msg']}" if param else f"request body: {first['msg']}"
+    return _error_response(_bad(message, param, "invalid_value"))
+
+
+def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    return JSONResponse(
+        error_body(str(exc.detail), kind, None, code),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        error_body(f"internal error: {type(exc).__name__}", "server_error", None, "internal_error"),
+        status_code=500,
+    )
+
+
+# --------------------------------------------------------------------------- the service
+@dataclass
+class Limits:
+    max_batch: int = 32
+    max_queue: int = 256
+    max_prompt_tokens: int = 8192
+    max_tokens: int = 4096  # per request; also the chat default when max_tokens is absent
+    prefill_chunk: int = 256
+    shutdown_grace: float = 30.0  # seconds in-flight requests get after SIGTERM
+
+    @property
+    def max_body_bytes(self) -> int:
+        return max(1 << 20, 64 * self.max_prompt_tokens)
+
+
+class Service:
+    """What the handlers share: the engine (None while loading), tokenizer, limits, metrics."""
+
+    def __init__(
+        self, model_name: str, limits: Limits, api_key: str | None, loader: Callable[[], tuple[Any, Any]]
+    ):
+        self.model_name, self.limits, self.api_key, self.loader = model_name, limits, api_key, loader
+        self.engine: BatchEngine | None = None
+        self.tokenizer = None
+        self.load_error: BaseException | None = None
+        self.on_load_error: Callable[[], None] = lambda: None
+        self.draining = False
+        self.created = int(time.time())
+        self.metrics = Metrics()
+
+    def load(self) -> None:
+        try:
+            model, tokenizer = self.loader()
+            engine = BatchEngine(
+                model, tokenizer, self.limits.max_batch, self.limits.max_queue, self.limits.prefill_chunk
+            )
+            engine.start()
+            self.tokenizer, self.engine = tokenizer, engine
+        except Exception as err:
+            print(f"rgemma serve: error: could not load the model: {err}", file=sys.stderr)
+            self.load_error = err
+            self.on_load_error()
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM: refuse new requests, give those in flight `shutdown_grace` seconds."""
+        self.draining = True
+        if self.engine is not None:
+            self.engine.drain(self.limits.shutdown_grace)
+
+    def authorized(self, authorization: str) -> bool:
+        """The `Authorization` header carries the key, compared in constant time."""
+        if self.api_key is None:
+            return True
+        scheme, _, token = authorization.partition(" ")
+        given = token.strip().encode() if scheme.lower() == "bearer" else b""
+        return hmac.compare_digest(given, self.api_key.encode())
+
+    def ready(self) -> BatchEngine:
+        if self.draining:
+            raise APIError(503, "the server is shutting down", "server_error", code="shutdown")
+        if self.engine is None:
+            raise APIError(503, "the model is still loading", "server_error", code="model_loading")
+        return self.engine
+
+    # ------------------------------------------------------------------ request -> engine
+    def params(
+        self, body: _Sampling, max_tokens: int | None, default_max: int, prompts: int
+    ) -> RequestParams:
+        _refuse_unsupported(body)
+        if body.model not in (None, self.model_name):
+            raise APIError(
+                400,
+                f"model {body.model!r} is not served here; use {self.model_name!r}",
+                param="model",
+                code="model_not_found",
+            )
+        max_tokens = default_max if max_tokens is None else max_tokens
+        if max_tokens > self.limits.max_tokens:
+            raise _bad(
+                f"max_tokens is {max_tokens}; this server allows at most {self.limits.max_tokens}",
+                "max_tokens",
+                "invalid_value",
+            )
+        if prompts * body.n > self.limits.max_batch:
+            raise _bad(
+                f"{prompts} prompt(s) x n={body.n} sequences exceed the batch of {self.limits.max_batch}",
+                "n",
+                "invalid_value",
+            )
+        sampling = SamplingParams(
+            temperature=1.0 if body.temperature is None else body.temperature,
+            top_k=body.top_k or 0,
+            top_p=1.0 if body.top_p is None else body.top_p,
+            min_p=body.min_p or 0.0,
+            repetition_penalty=1.0 if body.repetition_penalty is None else body.repetition_penalty,
+        )
+        stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+        return RequestParams(max_tokens, sampling, stop, body.seed, body.n, body.ignore_eos)
+
+    def completion_prompts(self, body: CompletionRequest) -> list[list[int]]:
+        prompt = body.prompt
+        if isinstance(prompt, str):
+            return [self._encode(prompt, "prompt")]
+        if not prompt:
+            raise _bad("prompt must not be empty", "prompt", "invalid_value")
+        if isinstance(prompt[0], str):
+            return [self._encode(p, f"prompt.{i}") for i, p in enumerate(prompt)]
+        rows = [prompt] if isinstance(prompt[0], int) else prompt
+        vocab = self.tokenizer.vocab_size
+        for ids in rows:
+            if max(ids) >= vocab:
+                raise _bad(
+                    f"token id {max(ids)} is outside the vocabulary of {vocab}", "prompt", "invalid_value"
+                )
+            self._check_length(len(ids), "prompt")
+        return [list(ids) for ids in rows]
+
+    def chat_prompt(self, body: ChatCompletionRequest) -> list[list[int]]:
+        messages = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in body.messages
+        ]
+        self._check_chars(sum(len(m["content"]) for m in messages), "messages")
+        try:
+            ids = self.tokenizer.encode_chat(messages, add_generation_prompt=True)
+        except ValueError as err:
+            raise _bad(str(err), "messages", "invalid_value") from None
+        self._check_length(len(ids), "messages")
+        return [ids]
+
+    def _encode(self, text: str, param: str) -> list[int]:
+        self._check_chars(len(text), param)
+        ids = self.tokenizer.encode(text)
+        if not ids:
+            raise _bad("the prompt is empty (no tokens)", param, "invalid_value")
+        self._check_length(len(ids), param)
+        return ids
+
+    def _check_chars(self, chars: int, param: str) -> None:
+        if chars > CHARS_PER_TOKEN_BOUND * self.limits.max_prompt_tokens:
+            raise _bad(
+                f"the prompt has {chars} characters, far over the limit of "
+                f"{self.limits.max_prompt_tokens} tokens",
+                param,
+                "context_length_exceeded",
+            )
+
+    def _check_length(self, tokens: int, param: str) -> None:
+        if tokens > self.limits.max_prompt_tokens:
+            raise _bad(
+                f"the prompt has {tokens} tokens; this server allows at most {self.limits.max_prompt_tokens}",
+                param,
+                "context_length_exceeded",
+            )
+
+    def submit(self, prompts: list[list[int]], params: RequestParams) -> Job:
+        engine = self.ready()
+        try:
+            return engine.submit(prompts, params)
+        except QueueFull as err:
+            raise APIError(
+                429, f"the server is busy ({err}); retry later", "rate_limit_error", code="queue_full"
+            ) from None
+        except ShuttingDown as err:
+            raise APIError(503, str(err), "server_error", code="shutdown") from None
+
+
+def _refuse_unsupported(body: _Sampling) -> None:
+    """Fields that would change the answer if honoured: refuse rather than ignore them."""
+    checks = [
+        ("frequency_penalty", body.frequency_penalty not in (None, 0)),
+        ("presence_penalty", body.presence_penalty not in (None, 0)),
+        ("logit_bias", bool(body.logit_bias)),
+    ]
+    if isinstance(body, CompletionRequest):
+        checks += [
+            ("echo", body.echo),
+            ("logprobs", body.logprobs is not None),
+            ("best_of", body.best_of not in (None, 1)),
+            ("suffix", bool(body.suffix)),
+        ]
+    if isinstance(body, ChatCompletionRequest):
+        checks += [
+            ("logprobs", bool(body.logprobs)),
+            ("top_logprobs", bool(body.top_logprobs)),
+            ("tools", bool(body.tools)),
+            ("tool_choice", body.tool_choice not in (None, "none")),
+            ("response_format", body.response_format not in (None, {"type": "text"})),
+        ]
+    for name, used in checks:
+        if used:
+            raise _bad(f"{name} is not supported by this server (see GET /openapi.json)", name, "unsupported")
+
+
+# --------------------------------------------------------------------------- responses
+class _Format:
+    """OpenAI's JSON for one request: plain completions, or chat when `chat`."""
+
+    def __init__(self, model: str, chat: bool, choices: int, include_usage: bool = False):
+        self.chat, self.choices, self.include_usage = chat, choices, include_usage
+        self.head = {
+            "id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex,
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": model,
+        }
+
+    def _chunk(self, choices: list[dict], usage: dict | None = None) -> dict:
+        out = dict(self.head, choices=choices)
+        if self.chat:
+            out["object"] = "chat.completion.chunk"
+        if self.include_usage:
+            out["usage"] = usage
+        return out
+
+    def opening(self) -> list[dict]:
+        if not self.chat:
+            return []
+        return [
+            self._chunk(
+                [
+                    {
+                        "index": i,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ]
+            )
+            for i in range(self.choices)
+        ]
+
+    def delta(self, index: int, text: str | None, finish_reason: str | None) -> dict:
+        choice: dict[str, Any] = {"index": index}
+        if self.chat:
+            choice["delta"] = {"content": text} if text is not None else {}
+        else:
+            choice["text"] = text or ""
+        return self._chunk([dict(choice, logprobs=None, finish_reason=finish_reason)])
+
+    def usage_chunk(self, done: Done) -> dict:
+        return self._chunk([], _usage(done))
+
+    def response(self, texts: list[str], reasons: list[str], done: Done) -> dict:
+        choices = []
+        for i, (text, reason) in enumerate(zip(texts, reasons)):
+            body = {"message": {"role": "assistant", "content": text}} if self.chat else {"text": text}
+            choices.append({"index": i, **body, "logprobs": None, "finish_reason": reason})
+        return dict(self.head, choices=choices, usage=_usage(done))
+
+
+def _usage(done: Done) -> dict:
+    return {
+        "prompt_tokens": done.prompt_tokens,
+        "completion_tokens": done.completion_tokens,
+        "total_tokens": done.prompt_tokens + done.completion_tokens,
+    }
+
+
+def _sse(obj: dict) -> str:
+    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+
+
+def _done_error(done: Done) -> APIError:
+    if done.code == "shutdown":
+        return APIError(503, done.error, "server_error", code="shutdown")
+    return APIError(500, done.error, "server_error", code=done.code)
+
+
+async def _stream(job: Job, fmt: _Format):
+    for chunk in fmt.opening():
+        yield _sse(chunk)
+    async for event in job.events():
+        if isinstance(event, Delta):
+            if event.text:
+                yield _sse(fmt.delta(event.index, event.text, None))
+            if event.finish_reason:
+                yield _sse(fmt.delta(event.index, None, event.finish_reason))
+        elif event.error:
+            err = _done_error(event)
+            yield _sse(error_body(err.message, err.type, None, err.code))
+        elif fmt.include_usage:
+            yield _sse(fmt.usage_chunk(event))
+    yield "data: [DONE]\n\n"
+
+
+class _EventStream(StreamingResponse):
+    """An SSE response that frees the request's rows however it ends (a client that goes
+    away included: starlette cancels the stream on http.disconnect)."""
+
+    def __init__(self, job: Job, fmt: _Format, engine: BatchEngine):
+        super().__init__(
+            _stream(job, fmt),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self.job, self.engine = job, engine
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.engine.cancel(self.job)
+
+
+async def _collect(request: Request, job: Job, fmt: _Format, engine: BatchEngine) -> Response:
+    """Wait for the whole answer, checking every second that the client is still there."""
+    texts, reasons = [""] * job.rows, ["length"] * job.rows
+    try:
+        while True:
+            try:
+                event = await asyncio.wait_for(job.queue.get(), timeout=1.0)
+            except asyncio.TimeoutError:
+                if await request.is_disconnected():
+                    return Response(status_code=499)
+                continue
+            if isinstance(event, Done):
+                if event.error:
+                    return _error_response(_done_error(event))
+                return JSONResponse(fmt.response(texts, reasons, event))
+            texts[event.index] += event.text
+            reasons[event.index] = event.finish_reason or reasons[event.index]
+    finally:
+        engine.cancel(job)
+
+
+async def _respond(
+    request: Request,
+    service: Service,
+    body: _Sampling,
+    prompts: list[list[int]],
+    max_tokens: int | None,
+    default_max: int,
+    chat: bool,
+) -> Response:
+    params = service.params(body, max_tokens, default_max, len(prompts))
+    job = service.submit(prompts, params)
+    include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
+    fmt = _Format(service.model_name, chat, job.rows, include_usage)
+    if body.stream:
+        return _EventStream(job, fmt, service.engine)
+    return await _collect(request, job, fmt, service.engine)
+
+
+# --------------------------------------------------------------------------- metrics
+class Metrics:
+    """Prometheus counters kept by the server; gauges are read from the engine at scrape."""
+
+    def __init__(self):
+        self.requests: dict[tuple[str, int], int] = {}
+        self.lock = threading.Lock()
+
+    def count(self, endpoint: str, status: int) -> None:
+        with self.lock:
+            self.requests[endpoint, status] = self.requests.get((endpoint, status), 0) + 1
+
+    def render(self, engine: BatchEngine | None) -> str:
+        lines = [
+            "# HELP rgemma_requests_total HTTP requests by endpoint and status.",
+            "# TYPE rgemma_requests_total counter",
+        ]
+        with self.lock:
+            for (endpoint, status), n in sorted(self.requests.items()):
+                lines.append(f'rgemma_requests_total{{endpoint="{endpoint}",status="{status}"}} {n}')
+        stats = engine.stats if engine is not None else None
+        values = [
+            ("model_loaded", "gauge", "1 once the model is loaded.", int(engine is not None)),
+            (
+                "prompt_tokens_total",
+                "counter",
+                "Prompt tokens prefilled.",
+                stats.prompt_tokens if stats else 0,
+            ),
+            (
+                "generation_tokens_total",
+                "counter",
+                "Tokens generated.",
+                stats.completion_tokens if stats else 0,
+            ),
+            (
+                "generation_tokens_per_second",
+                "gauge",
+                "Tokens generated per second over the last 10 s.",
+                round(stats.tokens_per_second(), 3) if stats else 0,
+            ),
+            ("queue_depth", "gauge", "Requests waiting to start.", engine.queue_depth if engine else 0),
+            (
+                "active_sequences",
+                "gauge",
+                "Rows being prefilled or decoded.",
+                engine.active_rows if engine else 0,
+            ),
+            (
+                "state_bytes",
+                "gauge",
+                "Bytes of recurrent state held for active rows.",
+                stats.state_bytes if stats else 0,
+            ),
+        ]
+        for name, kind, help_, value in values:
+            lines += [
+                f"# HELP rgemma_{name} {help_}",
+                f"# TYPE rgemma_{name} {kind}",
+                f"rgemma_{name} {value}",
+            ]
+        return "\n".join(lines) + "\n"
+
+
+ROUTES = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/openapi.json")
+
+
+class _Observe:
+    """ASGI middleware: counts responses by route and status; refuses oversized bodies."""
+
+    def __init__(self, app, service: Service):
+        self.app, self.service = app, service
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        endpoint = scope["path"] if scope["path"] in ROUTES else "other"
+        status = 500
+
+        async def observed_send(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                return await _error_response(refusal)(scope, receive, observed_send)
+            await self.app(_as_json(scope), receive, observed_send)
+        finally:
+            self.service.metrics.count(endpoint, status)
+
+    def _refusal(self, scope) -> APIError | None:
+        """A bad key or an oversized body, refused before the body is read."""
+        path = scope["path"]
+        if (path.startswith("/v1/") or path == "/metrics") and not self.service.authorized(
+            _header(scope, b"authorization")
+        ):
+            return UNAUTHORIZED
+        length = _header(scope, b"content-length")
+        if length.isdigit() and int(length) > self.service.limits.max_body_bytes:
+            return APIError(413, "request body too large", code="body_too_large")
+        return None
+
+
+def _as_json(scope):
+    """Read a POST body as JSON whatever its Content-Type (`curl -d` says form-encoded)."""
+    if scope["method"] != "POST" or "json" in _header(scope, b"content-type"):
+        return scope
+    headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+    return dict(scope, headers=headers + [(b"content-type", b"application/json")])
+
+
+def _header(scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
+# --------------------------------------------------------------------------- the app
+def create_app(
+    model=None,
+    tokenizer=None,
+    *,
+    loader: Callable[[], tuple[Any, Any]] | None = None,
+    model_name: str = "rgemma",
+    api_key: str | None = None,
+    limits: Limits | None = None,
+) -> FastAPI:
+    """The ASGI app. Give `model` and `tokenizer`, or a `loader` returning them, which runs on
+    a thread at startup while /health answers 503. The engine starts with the app's lifespan."""
+    if (model is None) == (loader is None):
+        raise ValueError("create_app() needs model and tokenizer, or a loader")
+    service = Service(model_name, limits or Limits(), api_key, loader or (lambda: (model, tokenizer)))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if loader is None:
+            service.load()
+        else:
+            threading.Thread(target=service.load, name="rgemma-load", daemon=True).start()
+        yield
+        service.draining = True
+        if service.engine is not None:
+            await asyncio.to_thread(service.engine.stop)
+
+    app = FastAPI(
+        title="rgemma",
+        version=_version(),
+        lifespan=lifespan,
+        description="OpenAI-compatible completions from a RecurrentGemma model.",
+    )
+    app.state.service = service
+    app.add_exception_handler(APIError, lambda _, e: _error_response(e))
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.add_middleware(_Observe, service=service)
+    _routes(app, service)
+    return app
+
+
+def _routes(app: FastAPI, service: Service) -> None:
+    bearer = HTTPBearer(auto_error=False)
+
+    def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        """Documents the scheme in OpenAPI; _Observe has checked the key before the body is read."""
+        if not service.authorized(f"Bearer {credentials.credentials}" if credentials else ""):
+            raise UNAUTHORIZED
+
+    guarded = {"dependencies": [Depends(authorize)], "responses": ERROR_RESPONSES}
+
+    @app.get("/health")
+    def health() -> JSONResponse:
+        """200 once the model is loaded; 503 while loading, after a failed load, or draining."""
+        if service.load_error is not None:
+            return JSONResponse({"status": "error", "error": str(service.load_error)}, status_code=503)
+        if service.draining:
+            return JSONResponse({"status": "shutting down"}, status_code=503)
+        if service.engine is None:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        if not service.engine.alive:
+            return JSONResponse({"status": "error", "error": "the engine loop has stopped"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/v1/models", **guarded)
+    def models() -> dict:
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": service.model_name,
+                    "object": "model",
+                    "created": service.created,
+                    "owned_by": "rgemma",
+                }
+            ],
+        }
+
+    @app.post("/v1/completions", **guarded)
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        service.ready()
+        prompts = service.completion_prompts(body)
+        return await _respond(
+            request, service, body, prompts, body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS, chat=False
+        )
+
+    @app.post("/v1/chat/completions", **guarded)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        service.ready()
+        prompts = service.chat_prompt(body)
+        max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        return await _respond(
+            request, service, body, prompts, max_tokens, service.limits.max_tokens, chat=True
+        )
+
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(authorize)])
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(
+            service.metrics.render(service.engine), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+
+def _version() -> str:
+    from rgemma import __version__
+
+    return __version__
+
+
+# --------------------------------------------------------------------------- serve
+class _Uvicorn(uvicorn.Server):
+    """uvicorn that lets the engine drain on SIGTERM/SIGINT before connections close."""
+
+    def __init__(self, config: uvicorn.Config, service: Service):
+        super().__init__(config)
+        self.service = service
+        service.on_load_error = self._exit
+
+    def _exit(self) -> None:
+        self.should_exit = True
+
+    def handle_exit(self, sig, frame) -> None:
+        self.service.begin_shutdown()
+        super().handle_exit(sig, frame)
+
+
+def serve(
+    model: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    max_batch: int = 32,
+    api_key: str | None = None,
+    max_queue: int = 256,
+    max_prompt_tokens: int = 8192,
+    max_tokens: int = 4096,
+    dtype: str | None = None,
+    device: str | None = None,
+    model_name: str | None = None,
+    prefill_chunk: int = 256,
+    shutdown_grace: float = 30.0,
+    log_level: str = "info",
+    quantize: str | None = None,
+) -> None:
+    """Serve `model` (a directory, a cached repo id, or None for the bundled model) until
+    SIGINT/SIGTERM. The port opens at once; /health says 200 when the weights are loaded."""
+    from rgemma.cli.commands import load
+    from rgemma.pretrained.checkpoint import resolve_model_dir
+
+    path = resolve_model_dir(model)  # a bad path fails here, before the port opens
+    name = model_name or (model if model and not Path(model).expanduser().is_dir() else path.name)
+    limits = Limits(max_batch, max_queue, max_prompt_tokens, max_tokens, prefill_chunk, shutdown_grace)
+    _check_limits(limits)
+    app = create_app(
+        loader=lambda: load(str(path), dtype, device, quantize=quantize),
+        model_name=name,
+        api_key=api_key,
+        limits=limits,
+    )
+    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"rgemma serve: warning: listening on {host} without --api-key", file=sys.stderr)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(shutdown_grace) + 5
+    )
+    service: Service = app.state.service
+    _Uvicorn(config, service).run()
+    if service.load_error is not None:
+        raise service.load_error
+
+
+def _check_limits(limits: Limits) -> None:
+    for name in ("max_batch", "max_prompt_tokens", "max_tokens", "prefill_chunk"):
+        if getattr(limits, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(limits, name)}")
+    if limits.max_queue < 0 or limits.shutdown_grace < 0:
+        raise ValueError("--max-queue and --shutdown-grace must be >= 0")
+
+
+# --------------------------------------------------------------------------- CLI
+EPILOG = """examples:
+  rgemma serve                                    # the bundled model on 127.0.0.1:8080
+  rgemma serve --model google/recurrentgemma-2b-it --dtype bfloat16 --max-batch 64
+  RGEMMA_API_KEY=secret rgemma serve --host 0.0.0.0 --port 9000
+
+  curl localhost:8080/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{"messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 50}'
+  curl -N localhost:8080/v1/completions -H 'Content-Type: application/json' \\
+    -d '{"prompt": "Once upon a time", "max_tokens": 50, "stream": true}'
+
+OpenAI's clients work as they are (base_url="http://127.0.0.1:8080/v1"). The schema is at
+/openapi.json, metrics at /metrics. SIGTERM finishes in-flight requests (up to
+--shutdown-grace seconds) and then exits."""
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    from rgemma.cli import weight_options
+
+    p.epilog = EPILOG
+    p.add_argument(
+        "--model",
+        metavar="PATH_OR_REPO_ID",
+        default=None,
+        help="an HF-format directory, or a repo id in the local HF cache (default: the bundled model)",
+    )
+    p.add_argument(
+        "--model-name", metavar="NAME", default=None, help="the id clients use (default: the model's name)"
+    )
+    weight_options(p)
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, metavar="PORT", default=8080, help="port (default 8080)")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help="require 'Authorization: Bearer KEY' (default: $RGEMMA_API_KEY, else none)",
+    )
+    p.add_argument(
+        "--max-batch", type=int, metavar="N", default=32, help="sequences decoded together (default 32)"
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        metavar="N",
+        default=256,
+        help="requests that may wait for a batch slot; more get 429 (default 256)",
+    )
+    p.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        metavar="N",
+        default=8192,
+        help="longest prompt accepted, in tokens (default 8192)",
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        metavar="N",
+        default=4096,
+        help="most new tokens per request; the chat default (default 4096)",
+    )
+    p.add_argument(
+        "--prefill-chunk",
+        type=int,
+        metavar="N",
+        default=256,
+        help="prompt tokens read per engine step, so long prompts do not stall decoding (default 256)",
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=float,
+        metavar="SECONDS",
+        default=30.0,
+        help="seconds in-flight requests get after SIGTERM (default 30)",
+    )
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    serve(
+        model=args.model,
+        host=args.host,
+        port=args.port,
+        max_batch=args.max_batch,
+        api_key=args.api_key or os.environ.get("RGEMMA_API_KEY") or None,
+        max_queue=args.max_queue,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_tokens=args.max_tokens,
+        dtype=args.dtype,
+        device=args.device,
+        model_name=args.model_name,
+        prefill_chunk=args.prefill_chunk,
+        shutdown_grace=args.shutdown_grace,
+        log_level=args.log_level,
+        quantize=args.quantize,
+    )
+    return 0

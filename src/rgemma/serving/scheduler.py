@@ -1,0 +1,493 @@
+"""Continuous batching for the server: one thread owns the model and steps every live
+sequence together.
+
+Requests join between steps and leave the moment they finish. Each iteration:
+
+    drop cancelled -> admit waiting requests (while their rows fit in max_batch)
+    -> prefill at most `prefill_chunk` prompt tokens in all -> one decode step for every row
+    -> deliver the new text
+
+Every row of the batch is one choice of one request, and the batch's `State` holds exactly
+those rows. A prompt is prefilled on its own state, in chunks of `prefill_chunk` tokens (one
+chunk per iteration for a long prompt, so the others keep decoding), then repeated for its `n`
+choices and joined with `State.cat`; finished rows are dropped with `State.select`. The model
+is exact per row, so under greedy decoding a request's text is the same as `engine.complete`
+alone with the same `prefill_chunk`, whatever else runs beside it. Each row samples with its
+own `torch.Generator`, so a seed reproduces a choice however the batch is made up.
+
+Request handlers live on an asyncio loop. They call `submit` and `cancel` (thread-safe) and
+read `Delta`s and a closing `Done` from the request's asyncio.Queue, which the engine thread
+fills through `loop.call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from rgemma.models.state import State
+from rgemma.text.engine import TextStream
+from rgemma.text.generate import prefill
+from rgemma.text.sampling import SamplingParams, sample
+from rgemma.text.tokenizer import Tokenizer
+
+GREEDY = SamplingParams(temperature=0.0)
+THROUGHPUT_WINDOW_S = 10.0
+
+
+@dataclass(frozen=True)
+class RequestParams:
+    """What one request asks for; every prompt of it gets `n` choices."""
+
+    max_tokens: int = 16
+    sampling: SamplingParams = GREEDY
+    stop: tuple[str, ...] = ()
+    seed: int | None = None  # choice j samples with seed + j
+    n: int = 1
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+
+
+@dataclass
+class Delta:
+    """New text for choice `index`; `finish_reason` ("stop" or "length") on its last one."""
+
+    index: int
+    text: str
+    finish_reason: str | None = None
+
+
+@dataclass
+class Done:
+    """The last event of a request: token counts, or why it was cut short."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    error: str | None = None
+    code: str | None = None  # "shutdown" or "internal_error" with an error
+
+
+class QueueFull(Exception):
+    """Too many requests are waiting to start."""
+
+
+class ShuttingDown(Exception):
+    """The engine no longer accepts requests."""
+
+
+class Request:
+    """A submitted request: its prompts, parameters and the queue its events arrive on."""
+
+    def __init__(self, prompts: list[list[int]], params: RequestParams, loop: asyncio.AbstractEventLoop):
+        self.prompts, self.params, self.loop = prompts, params, loop
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.rows = len(prompts) * params.n
+        self.prompt_tokens = sum(len(p) for p in prompts)
+        self.completion_tokens = 0
+        self.open_rows = self.rows
+        self.cancelled = False
+        self.finished = False
+
+    async def events(self) -> AsyncIterator[Delta | Done]:
+        """Every event until (and including) the closing `Done`."""
+        while True:
+            event = await self.queue.get()
+            yield event
+            if isinstance(event, Done):
+                return
+
+
+@dataclass
+class _Prompt:
+    """A prompt being prefilled, chunk by chunk, on its own one-row state."""
+
+    request: Request
+    index: int  # which prompt of the request
+    ids: list[int]
+    fed: int = 0
+    state: State | None = None
+
+
+@dataclass
+class _Row:
+    """One choice of one request: a row of the batched state."""
+
+    request: Request
+    index: int  # choice index in the response
+    stream: TextStream
+    generator: torch.Generator | None
+    history: list[int]  # prompt and generated ids, for the repetition penalty
+    last: int = -1  # the token to feed next
+    generated: int = 0
+
+    @property
+    def plain_greedy(self) -> bool:
+        s = self.request.params.sampling
+        return s.greedy and s.repetition_penalty == 1
+
+
+@dataclass
+class EngineStats:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    decode_tokens: int = 0  # tokens sampled by decode steps (not the first of each row)
+    decode_seconds: float = 0.0
+    state_bytes: int = 0
+    recent: deque = field(default_factory=deque)  # (time, tokens) over the last window
+
+    def tokens_per_second(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        recent = [(t, n) for t, n in list(self.recent) if now - t <= THROUGHPUT_WINDOW_S]
+        return sum(n for _, n in recent) / THROUGHPUT_WINDOW_S
+
+
+class BatchEngine:
+    """The continuous-batching loop. `start()` runs it on a thread; tests may call `step()`."""
+
+    def __init__(
+        self, model, tokenizer: Tokenizer, max_batch: int = 32, max_queue: int = 256, prefill_chunk: int = 256
+    ):
+        if max_batch < 1 or max_queue < 0 or prefill_chunk < 1:
+            raise ValueError("max_batch and prefill_chunk must be >= 1, max_queue >= 0")
+        self.model, self.tokenizer = model, tokenizer
+        self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
+        self.eos = set(tokenizer.stop_ids)
+        self.stats = EngineStats()
+        self.state: State | None = None  # rows match self._rows
+        self._rows: list[_Row] = []
+        self._prefilling: list[_Prompt] = []
+        self._waiting: deque[Request] = deque()
+        self._wake = threading.Condition()
+        self._outbox: dict[Request, list] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self._accepting = True
+        self._deadline: float | None = None
+
+    # ------------------------------------------------------------------ any thread
+    def submit(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: RequestParams,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Request:
+        """Queue a request; raise QueueFull, ShuttingDown, or ValueError for one that can
+        never run. `loop` (default: the running loop) receives its events."""
+        prompts = [list(p) for p in prompts]
+        if not prompts or not all(prompts):
+            raise ValueError("every prompt needs at least one token")
+        request = Request(prompts, params, loop or asyncio.get_running_loop())
+        if request.rows > self.max_batch:
+            raise ValueError(
+                f"{request.rows} sequences (prompts x n) do not fit in a batch of {self.max_batch}"
+            )
+        with self._wake:
+            if not self._accepting:
+                raise ShuttingDown("the server is shutting down")
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFull(f"{len(self._waiting)} requests are already waiting")
+            self._waiting.append(request)
+            self._wake.notify()
+        return request
+
+    def cancel(self, request: Request) -> None:
+        """Stop a request (its client went away); its rows are freed before the next step."""
+        if not request.finished:
+            request.cancelled = True
+            with self._wake:
+                self._wake.notify()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="rgemma-engine", daemon=True)
+        self._thread.start()
+
+    def drain(self, grace: float) -> None:
+        """Stop taking requests; give those in flight `grace` seconds, then end them."""
+        with self._wake:
+            self._accepting = False
+            self._deadline = time.monotonic() + grace
+            self._wake.notify()
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """End the loop; requests still in flight get a `Done` with a shutdown error."""
+        with self._wake:
+            self._accepting, self._stop = False, True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        else:
+            self._abort_all("the server is shutting down", "shutdown")
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def active_rows(self) -> int:
+        """Rows decoding plus rows of prompts being prefilled."""
+        return len(self._rows) + sum(p.request.params.n for p in list(self._prefilling))
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def idle(self) -> bool:
+        return not (self._waiting or self._prefilling or self._rows)
+
+    # ------------------------------------------------------------------ the engine thread
+    def _loop(self) -> None:
+        while self._wait_for_work():
+            self.step()
+            time.sleep(0)  # hand the GIL to the HTTP thread between steps
+        self._abort_all("the server is shutting down", "shutdown")
+
+    def _wait_for_work(self) -> bool:
+        """Block until there is a step to take; False when the loop must end. Past a drain
+        deadline, whatever is still in flight is ended first."""
+        with self._wake:
+            while not self._stop:
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    self._deadline = None
+                    self._abort_all("the server is shutting down", "shutdown")
+                if not self.idle:
+                    return True
+                timeout = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+                self._wake.wait(timeout)
+            return False
+
+    def step(self) -> None:
+        """One iteration: drop cancelled, admit, prefill a chunk budget, decode one token.
+        An exception (a bug, out of memory) ends the requests in flight, never the loop."""
+        try:
+            with torch.no_grad():
+                self._drop_cancelled()
+                self._admit()
+                self._prefill()
+                self._decode()
+            self.stats.state_bytes = self._state_bytes()
+        except Exception as err:
+            traceback.print_exc(file=sys.stderr)
+            self._abort_all(f"internal error: {type(err).__name__}: {err}", "internal_error")
+        self._flush()
+
+    def _drop_cancelled(self) -> None:
+        keep = [i for i, r in enumerate(self._rows) if not r.request.cancelled]
+        if len(keep) < len(self._rows):
+            self._keep_rows(keep)
+        self._prefilling = [p for p in self._prefilling if not p.request.cancelled]
+        with self._wake:
+            if any(r.cancelled for r in self._waiting):
+                self._waiting = deque(r for r in self._waiting if not r.cancelled)
+
+    def _admit(self) -> None:
+        with self._wake:
+            while self._waiting and self.active_rows + self._waiting[0].rows <= self.max_batch:
+                request = self._waiting.popleft()
+                self._prefilling += [_Prompt(request, i, ids) for i, ids in enumerate(request.prompts)]
+
+    def _prefill(self) -> None:
+        """Feed whole chunks, oldest prompt first, until this iteration's budget is spent.
+        Chunks start at multiples of `prefill_chunk`, as `engine.complete` would cut them."""
+        budget = self.prefill_chunk
+        while self._prefilling:
+            p = self._prefilling[0]
+            size = min(self.prefill_chunk, len(p.ids) - p.fed)
+            if size > budget:
+                return
+            ids = torch.tensor([p.ids[p.fed : p.fed + size]], device=self.model.device)
+            logits, p.state = prefill(self.model, ids, None, p.state, size)
+            p.fed += size
+            budget -= size
+            if p.fed == len(p.ids):
+                self._prefilling.pop(0)
+                self._join(p, logits)
+
+    def _join(self, p: _Prompt, logits: torch.Tensor) -> None:
+        """Sample the first token of each choice; the rows that go on join the batch."""
+        request, n = p.request, p.request.params.n
+        self.stats.prompt_tokens += len(p.ids)
+        rows = [self._new_row(request, p.index * n + j, p.ids, j) for j in range(n)]
+        going = self._advance(rows, logits.expand(n, -1))
+        if going:
+            state = p.state.select([0] * len(going))
+            self.state = state if self.state is None else State.cat([self.state, state])
+            self._rows += [rows[i] for i in going]
+
+    def _new_row(self, request: Request, index: int, prompt: list[int], j: int) -> _Row:
+        params = request.params
+        generator = None
+        if not params.sampling.greedy:
+            generator = torch.Generator(device=self.model.device)
+            if params.seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed((params.seed + j) % 2**64)
+        return _Row(request, index, TextStream(self.tokenizer, params.stop, prompt), generator, list(prompt))
+
+    def _decode(self) -> None:
+        if not self._rows:
+            return
+        start = time.perf_counter()
+        ids = torch.tensor([r.last for r in self._rows], device=self.model.device)
+        active = torch.ones_like(ids, dtype=torch.bool)
+        logits = self.model.decode_step(ids, active, self.state)  # updates self.state in place
+        rows = len(self._rows)
+        going = self._advance(self._rows, logits)
+        if len(going) < rows:
+            self._keep_rows(going)
+        self.stats.decode_tokens += rows
+        self.stats.decode_seconds += time.perf_counter() - start
+
+    def _keep_rows(self, keep: list[int]) -> None:
+        self.state = self.state.select(keep) if keep else None
+        self._rows = [self._rows[i] for i in keep]
+
+    def _advance(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
+        """Sample a token per row and emit its text; the indices of the rows that go on."""
+        tokens = self._sample(rows, logits)
+        self.stats.completion_tokens += len(rows)
+        self.stats.recent.append((time.monotonic(), len(rows)))
+        while self.stats.recent and time.monotonic() - self.stats.recent[0][0] > THROUGHPUT_WINDOW_S:
+            self.stats.recent.popleft()
+        return [i for i, (row, token) in enumerate(zip(rows, tokens)) if not self._emit(row, token)]
+
+    def _sample(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
+        """Plain greedy rows in one argmax; every other row with its own params and generator."""
+        tokens = [0] * len(rows)
+        greedy = [i for i, r in enumerate(rows) if r.plain_greedy]
+        if greedy:
+            ids, _ = sample(logits[greedy], GREEDY, None)
+            for i, t in zip(greedy, ids.tolist()):
+                tokens[i] = t
+        for i, row in enumerate(rows):
+            if row.plain_greedy:
+                continue
+            params = row.request.params.sampling
+            prev = None
+            if params.repetition_penalty != 1:
+                prev = torch.tensor([row.history], device=logits.device)
+            tokens[i] = int(sample(logits[i : i + 1], params, row.generator, prev)[0])
+        return tokens
+
+    def _emit(self, row: _Row, token: int) -> str | None:
+        """Feed `token` to the row's text stream, as engine._run does; its finish reason."""
+        params = row.request.params
+        row.generated += 1
+        row.last = token
+        row.history.append(token)
+        is_eos = token in self.eos and not params.ignore_eos
+        text, hit = ("", False) if is_eos else row.stream.push(token)
+        reason = "stop" if is_eos or hit else "length" if row.generated >= params.max_tokens else None
+        if reason is not None:
+            text += row.stream.finish()
+        if text or reason:
+            self._send(row.request, Delta(row.index, text, reason))
+        if reason is not None:
+            self._close_row(row)
+        return reason
+
+    def _close_row(self, row: _Row) -> None:
+        request = row.request
+        request.open_rows -= 1
+        request.completion_tokens += row.generated
+        if request.open_rows == 0:
+            request.finished = True
+            self._send(request, Done(request.prompt_tokens, request.completion_tokens))
+
+    def _abort_all(self, message: str, code: str) -> None:
+        """End every request in flight with an error (shutdown, or a failed step)."""
+        with self._wake:
+            waiting, self._waiting = list(self._waiting), deque()
+        requests = dict.fromkeys(
+            [*waiting, *(p.request for p in self._prefilling), *(r.request for r in self._rows)]
+        )
+        self._prefilling, self._rows, self.state = [], [], None
+        for request in requests:
+            if not request.finished:
+                request.finished = True
+                self._send(request, Done(request.prompt_tokens, request.completion_tokens, message, code))
+        self.stats.state_bytes = 0
+        self._flush()
+
+    def _state_bytes(self) -> int:
+        total = self.state.nbytes() if self.state is not None else 0
+        return total + sum(p.state.nbytes() for p in self._prefilling if p.state is not None)
+
+    # ------------------------------------------------------------------ delivery
+    def _send(self, request: Request, event: Delta | Done) -> None:
+        if not request.cancelled:
+            self._outbox.setdefault(request, []).append(event)
+
+    def _flush(self) -> None:
+        """One wake-up of each request's loop per iteration, however many tokens it got."""
+        outbox, self._outbox = self._outbox, {}
+        for request, events in outbox.items():
+            try:
+                request.loop.call_soon_threadsafe(_put_all, request.queue, events)
+            except RuntimeError:  # its event loop is closed: nobody is listening
+                pass
+
+
+def _put_all(queue: asyncio.Queue, events: list) -> None:
+    for event in events:
+        queue.put_nowait(event)
+
+
+# --------------------------------------------------------------------------- bench
+def bench_server_decode(
+    model_dir=None,
+    concurrency: Sequence[int] = (1, 8, 32),
+    max_tokens: int = 64,
+    prompt: str = "Once upon a time",
+    dtype: str | None = None,
+    device: str | None = None,
+    prefill_chunk: int = 256,
+    loaded=None,
+) -> dict[int, float]:
+    """Aggregate decode tokens/s of the serving loop with `c` concurrent greedy requests of
+    `max_tokens` tokens each (EOS ignored), for each c in `concurrency`.
+
+    It counts the tokens sampled by decode steps over the time spent in them, so prefill,
+    HTTP and detokenization on the client side are left out. `loaded` is a (model, tokenizer)
+    pair to use instead of loading `model_dir` (None: the bundled model)."""
+    if loaded is None:
+        from rgemma.cli.commands import load
+
+        loaded = load(None if model_dir is None else str(model_dir), dtype, device)
+    model, tokenizer = loaded
+    ids = tokenizer.encode(prompt)
+    params = RequestParams(max_tokens=max_tokens, ignore_eos=True)
+    _bench_once(model, tokenizer, ids, RequestParams(max_tokens=4, ignore_eos=True), 2, prefill_chunk)
+    return {c: _bench_once(model, tokenizer, ids, params, c, prefill_chunk) for c in concurrency}
+
+
+def _bench_once(model, tokenizer, ids, params, c, prefill_chunk) -> float:
+    engine = BatchEngine(model, tokenizer, max_batch=c, max_queue=c, prefill_chunk=prefill_chunk)
+    engine.start()
+
+    async def run() -> None:
+        requests = [engine.submit([ids], params) for _ in range(c)]
+        for r in requests:
+            async for _ in r.events():
+                pass
+
+    try:
+        asyncio.run(run())
+    finally:
+        engine.stop()
+    return engine.stats.decode_tokens / max(engine.stats.decode_seconds, 1e-9)

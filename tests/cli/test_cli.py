@@ -1,0 +1,180 @@
+"""Each CLI command through its function, and once as a real subprocess."""
+
+import io
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rgemma.cli import main
+from rgemma.cli.commands import chat, generate, perplexity
+from rgemma.text.engine import GenerationConfig
+from rgemma.text.sampling import SamplingParams
+
+GREEDY = GenerationConfig(max_new_tokens=6, sampling=SamplingParams(temperature=0), eos_ids=[])
+
+
+class FakeStdin(io.StringIO):
+    def isatty(self):
+        return False
+
+
+def test_generate_function_streams_text_and_stats(lm, lm_dir):
+    out, err = io.StringIO(), io.StringIO()
+    stats = generate("hello world", model=str(lm_dir), config=GREEDY, out=out, err=err)
+    assert stats.generated_tokens == 6 and stats.prompt_tokens == len(lm[1].encode("hello world"))
+    assert out.getvalue().endswith("\n")
+    assert "prompt:" in err.getvalue() and "tok/s" in err.getvalue() and "peak memory" in err.getvalue()
+
+
+def test_generate_save_and_load_state(lm, lm_dir, tmp_path):
+    whole, err = io.StringIO(), io.StringIO()
+    generate("the quick brown fox", model=str(lm_dir), config=GREEDY, out=whole, err=err)
+    cfg0 = GenerationConfig(max_new_tokens=0)
+    generate(
+        "the quick brown fox",
+        model=str(lm_dir),
+        config=cfg0,
+        out=io.StringIO(),
+        err=err,
+        save_state_path=str(tmp_path / "p.state"),
+    )
+    resumed = io.StringIO()
+    generate(
+        None,
+        model=str(lm_dir),
+        config=GREEDY,
+        out=resumed,
+        err=err,
+        load_state_path=str(tmp_path / "p.state"),
+    )
+    assert resumed.getvalue() == whole.getvalue()
+
+
+def test_chat_function_reads_lines_and_commands(lm_dir, tmp_path):
+    out, err = io.StringIO(), io.StringIO()
+    saved = tmp_path / "c.state"
+    script = f"hello\n/save {saved}\n\nthe fox\n/reset\n/load {saved}\nthe fox\n/bogus\n/exit\nnever read\n"
+    session = chat(model=str(lm_dir), config=GREEDY, stdin=FakeStdin(script), out=out, err=err)
+    replies = out.getvalue().split("\n")
+    assert replies[1] == replies[2]  # the same turn after /load as before /reset
+    assert "(conversation reset)" in err.getvalue() and "unknown command /bogus" in err.getvalue()
+    assert [m["role"] for m in session.messages] == ["user", "assistant", "user", "assistant"]
+    # end of input without /exit also ends the chat
+    chat(model=str(lm_dir), config=GREEDY, stdin=FakeStdin("hi"), out=io.StringIO(), err=io.StringIO())
+
+
+def test_perplexity_function(lm_dir, tmp_path):
+    data = tmp_path / "held.jsonl"
+    data.write_text('{"text": "hello world"}\n{"text": "the quick brown fox"}\n')
+    result = perplexity(data, model=str(lm_dir), err=io.StringIO())
+    assert result["documents"] == 2 and result["perplexity"] > 1
+    (tmp_path / "bad.jsonl").write_text('{"txt": 1}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        perplexity(tmp_path / "bad.jsonl", model=str(lm_dir), err=io.StringIO())
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["generate", "hi", "--model", "/no/such/model"], "does not exist"),
+        (["generate", "hi", "--model", "nobody/nothing"], "not in the HF cache"),
+        (["generate", "   ", "--model", "X"], "empty prompt"),
+        (["generate", "--model", "X"], "no prompt"),
+        (["generate", "hi", "--model", "LM", "--top-p", "0"], "top_p"),
+        (["generate", "hi", "--model", "LM", "--load-state", "/no/such.state"], "state file not found"),
+        (["chat", "--model", "LM", "--temperature", "-1"], "temperature"),
+    ],
+)
+def test_errors_are_one_line_and_nonzero(argv, needle, lm_dir, capsys):
+    argv = [str(lm_dir) if a == "LM" else a for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_flag_and_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "hi", "--max-new-tokens", "lots"])
+    assert exc.value.code == 2
+    assert main(["--help"]) == 0 and "generate" in capsys.readouterr().out
+    assert main(["frobnicate"]) == 2
+
+
+def test_real_subprocess(lm_dir):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rgemma",
+            "generate",
+            "hello",
+            "--model",
+            str(lm_dir),
+            "--max-new-tokens",
+            "5",
+            "--seed",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() and "generated: 5 tokens" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "rgemma", "chat", "--model", str(lm_dir), "--max-new-tokens", "3"],
+        input="hello\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and "generated: 3 tokens" in proc.stderr
+
+
+def test_load_applies_speed_switches(lm_dir, monkeypatch):
+    from rgemma.accel import speed
+    from rgemma.accel.quantize import Int8Linear
+    from rgemma.cli.commands import load
+
+    plain, _ = load(str(lm_dir), err=io.StringIO())  # float32: F.linear is as fast at one row
+    assert type(plain.lm_head) is torch.nn.Linear and "decode_step" not in vars(plain)
+    half, _ = load(str(lm_dir), "bfloat16", err=io.StringIO())
+    assert type(half.lm_head) is speed.MatVecLinear
+    err = io.StringIO()
+    q, _ = load(str(lm_dir), err=err, quantize="int8")
+    assert isinstance(q.lm_head, Int8Linear) and isinstance(q.model.layers[0].mlp_block.up_proj, Int8Linear)
+    assert "int8 weight-only" in err.getvalue()
+    assert f"{plain.num_parameters() / 1e6:.1f}M parameters" in err.getvalue()
+    compiled = []
+    monkeypatch.setattr(
+        speed,
+        "compile_decode_step",
+        lambda m: compiled.append(m) or speed.static_decode_step(m, cuda_graph=False),
+    )
+    c, _ = load(str(lm_dir), err=io.StringIO(), compile=True)
+    assert compiled == [c] and "decode_step" in vars(c)
+    with pytest.raises(ValueError, match="quantization"):
+        load(str(lm_dir), err=io.StringIO(), quantize="int4")
+
+
+def test_generate_quantized_and_compiled(lm_dir, monkeypatch):
+    """--quantize int8 runs end to end and stays close to the float model's greedy text;
+    --compile (traced with aot_eager here: inductor's C++ build is too slow for CI) equals the
+    plain step token for token."""
+    from rgemma.accel import speed
+
+    def text(**kw):
+        out = io.StringIO()
+        generate("hello world", model=str(lm_dir), config=GREEDY, out=out, err=io.StringIO(), **kw)
+        return out.getvalue()
+
+    plain = text()
+    assert text(quantize="int8").strip()
+    real = speed.compile_decode_step
+    monkeypatch.setattr(speed, "compile_decode_step", lambda m: real(m, backend="aot_eager"))
+    assert text(compile=True) == plain
+    assert (
+        main(["generate", "hi", "--model", str(lm_dir), "--quantize", "int8", "--max-new-tokens", "3"]) == 0
+    )

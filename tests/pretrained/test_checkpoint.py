@@ -1,0 +1,158 @@
+"""save_pretrained / from_pretrained: round trips, shards, the HF cache, and clear errors."""
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from conftest import random_model, tiny_config
+from oracles import transformers_lm
+from rgemma import RecurrentGemmaForCausalLM, RecurrentGemmaModel, load
+
+
+def same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_round_trip_single_file(model, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    files = sorted(os.listdir(tmp_path / "m"))
+    assert files == ["config.json", "generation_config.json", "model.safetensors"]
+    assert "lm_head.weight" not in load_file(tmp_path / "m" / "model.safetensors")  # tied
+    back = RecurrentGemmaForCausalLM.from_pretrained(tmp_path / "m")
+    assert same_weights(model, back)
+    assert back.lm_head.weight is back.model.embed_tokens.weight
+    ids = torch.randint(0, 97, (2, 9))
+    torch.testing.assert_close(back(ids).logits, model(ids).logits, rtol=0, atol=0)
+
+
+def test_round_trip_sharded_and_base_model(model, tmp_path):
+    model.save_pretrained(tmp_path, max_shard_size="20KB")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    shards = set(index["weight_map"].values())
+    assert len(shards) > 3 and all((tmp_path / s).is_file() for s in shards)
+    assert same_weights(model, RecurrentGemmaForCausalLM.from_pretrained(tmp_path))
+    base = RecurrentGemmaModel.from_pretrained(tmp_path)
+    assert same_weights(model.model, base)
+    base.save_pretrained(tmp_path / "base")  # saved under the causal-LM key names
+    assert same_weights(model, RecurrentGemmaForCausalLM.from_pretrained(tmp_path / "base"))
+
+
+def test_loads_in_transformers_and_back(model, tmp_path):
+    cfg_model = random_model(tiny_config(lru_width=32))
+    cfg_model.save_pretrained(tmp_path / "ours")
+    tf = transformers_lm().from_pretrained(tmp_path / "ours", dtype=torch.float32)
+    tf.save_pretrained(tmp_path / "theirs")
+    back = RecurrentGemmaForCausalLM.from_pretrained(tmp_path / "theirs")
+    assert same_weights(cfg_model, back)
+
+
+def test_dtype_and_device_options(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    bf = RecurrentGemmaForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert bf.dtype == torch.bfloat16 and bf.device.type == "cpu"
+    bf.save_pretrained(tmp_path / "bf")
+    assert json.loads((tmp_path / "bf" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    kept = RecurrentGemmaForCausalLM.from_pretrained(tmp_path / "bf")  # dtype=None keeps bf16
+    assert kept.dtype == torch.bfloat16
+    assert load(tmp_path, dtype="float32").dtype == torch.float32
+
+
+def test_repo_id_resolves_from_local_hf_cache(model, tmp_path, monkeypatch):
+    snap = tmp_path / "hub" / "models--google--tiny-rg" / "snapshots" / "abc123"
+    model.save_pretrained(snap)
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert same_weights(model, RecurrentGemmaForCausalLM.from_pretrained("google/tiny-rg"))
+    monkeypatch.delenv("HF_HUB_CACHE")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    assert same_weights(model, load("google/tiny-rg"))
+    with pytest.raises(FileNotFoundError, match=r"not in the HF cache \(looked in: .*models--google--absent"):
+        load("google/absent")
+
+
+def test_missing_path_and_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load(tmp_path / "empty")
+
+
+def corrupt(model, tmp_path, edit):
+    model.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, tmp_path / "model.safetensors")
+
+
+def test_missing_tensor_is_named(model, tmp_path):
+    corrupt(model, tmp_path, lambda t: t.pop("model.layers.2.temporal_block.o_proj.bias"))
+    with pytest.raises(ValueError, match=r"missing tensor 'model\.layers\.2\.temporal_block\.o_proj\.bias'"):
+        load(tmp_path)
+
+
+def test_unexpected_tensor_is_named(model, tmp_path):
+    corrupt(model, tmp_path, lambda t: t.update(extra=torch.zeros(2)))
+    with pytest.raises(ValueError, match="unexpected tensor 'extra'"):
+        load(tmp_path)
+
+
+def test_wrong_shape_names_both_shapes(model, tmp_path):
+    corrupt(model, tmp_path, lambda t: t.update({"model.final_norm.weight": torch.zeros(31)}))
+    with pytest.raises(ValueError, match=r"'model\.final_norm\.weight' has shape \(31,\), expected \(32,\)"):
+        load(tmp_path)
+
+
+def test_truncated_safetensors(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load(tmp_path)
+
+
+def test_pickle_only_checkpoint_is_refused(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").rename(tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="safetensors"):
+        load(tmp_path)
+
+
+def test_save_is_atomic_and_keeps_other_files(model, tmp_path, monkeypatch):
+    target = tmp_path / "out"
+    model.save_pretrained(target)
+    (target / "tokenizer.json").write_text("{}")
+    before = (target / "model.safetensors").read_bytes()
+
+    import rgemma.pretrained.checkpoint as ck
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ck, "write_shards", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        random_model(seed=1).save_pretrained(target)
+    assert (target / "model.safetensors").read_bytes() == before  # untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp dirs left
+    monkeypatch.undo()
+    other = random_model(seed=1)
+    other.save_pretrained(target)
+    assert (target / "tokenizer.json").exists()
+    assert same_weights(other, load(target))
+
+
+def test_saved_files_get_ordinary_permissions(model, tmp_path):
+    """Temp dirs are private (0700); the finished directory must not stay that way."""
+    old = os.umask(0o022)
+    try:
+        model.save_pretrained(tmp_path / "m")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "m" / "model.safetensors").stat().st_mode & 0o777 == 0o644

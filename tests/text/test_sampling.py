@@ -1,0 +1,178 @@
+"""Sampling: each filter's math, the order in `sample`, seeds, and validation."""
+
+import math
+
+import pytest
+import torch
+
+from rgemma.text.sampling import (
+    SamplingParams,
+    apply_min_p,
+    apply_repetition_penalty,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+    sample,
+)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _logits_of(probs: list[float]) -> torch.Tensor:
+    """(1, V) logits whose softmax is `probs`."""
+    return torch.tensor([probs]).log()
+
+
+def _kept(logits: torch.Tensor) -> list[int]:
+    return torch.isfinite(logits[0]).nonzero().flatten().tolist()
+
+
+@pytest.fixture
+def logits() -> torch.Tensor:
+    return torch.randn(8, 50, generator=_gen(0)) * 3
+
+
+def test_greedy_is_argmax_with_its_logprob(logits):
+    ids, logprobs = sample(logits, SamplingParams(temperature=0), _gen(1))
+    assert torch.equal(ids, logits.argmax(-1))
+    expected = logits.log_softmax(-1).gather(1, ids[:, None]).squeeze(1)
+    torch.testing.assert_close(logprobs, expected)
+
+
+def test_same_seed_same_samples_different_seed_different(logits):
+    flat = torch.zeros(64, 1000)  # uniform: two seeds agreeing on 64 draws is ~impossible
+    first, _ = sample(flat, SamplingParams(), _gen(7))
+    again, _ = sample(flat, SamplingParams(), _gen(7))
+    other, _ = sample(flat, SamplingParams(), _gen(8))
+    assert torch.equal(first, again)
+    assert (first != other).sum() > 32
+
+
+def test_sampling_frequencies_follow_softmax():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    batch = probs.log().expand(20000, 4)
+    ids, _ = sample(batch, SamplingParams(), _gen(3))
+    freq = torch.bincount(ids, minlength=4).float() / ids.numel()
+    torch.testing.assert_close(freq, probs, atol=0.015, rtol=0)
+
+
+def test_top_k_one_and_tiny_top_p_equal_greedy(logits):
+    greedy, _ = sample(logits, SamplingParams(temperature=0), None)
+    for params in (
+        SamplingParams(top_k=1),
+        SamplingParams(top_p=1e-6),
+        SamplingParams(temperature=5, top_k=1),
+    ):
+        ids, _ = sample(logits, params, _gen(4))
+        assert torch.equal(ids, greedy), params
+
+
+def test_top_k_keeps_k_largest(logits):
+    out = apply_top_k(logits, 5)
+    assert (torch.isfinite(out).sum(-1) == 5).all()
+    assert torch.equal(out.topk(5).indices.sort().values, logits.topk(5).indices.sort().values)
+    assert apply_top_k(logits, 0) is logits
+
+
+def test_sampled_ids_stay_inside_top_k(logits):
+    rows = logits[:1].expand(2000, -1)
+    ids, _ = sample(rows, SamplingParams(top_k=3), _gen(5))
+    allowed = set(logits[0].topk(3).indices.tolist())
+    assert set(ids.tolist()) <= allowed
+    assert len(set(ids.tolist())) == 3
+
+
+def test_top_p_keeps_smallest_nucleus():
+    logits = _logits_of([0.5, 0.3, 0.15, 0.05])
+    assert _kept(apply_top_p(logits, 0.75)) == [0, 1]
+    assert _kept(apply_top_p(logits, 0.85)) == [0, 1, 2]
+    assert _kept(apply_top_p(logits, 0.4)) == [0]
+    assert apply_top_p(logits, 1.0) is logits
+
+
+def test_top_p_works_on_unsorted_rows_and_keeps_top_token():
+    logits = _logits_of([0.05, 0.3, 0.15, 0.5])
+    assert _kept(apply_top_p(logits, 0.75)) == [1, 3]
+    assert _kept(apply_top_p(torch.zeros(1, 6), 1e-9)) == [0]
+
+
+def test_min_p_threshold_is_relative_to_top_probability():
+    logits = _logits_of([0.5, 0.3, 0.15, 0.05])
+    assert _kept(apply_min_p(logits, 0.2)) == [0, 1, 2]  # threshold 0.1
+    assert _kept(apply_min_p(logits, 0.5)) == [0, 1]  # threshold 0.25
+    assert _kept(apply_min_p(logits, 1.0)) == [0]
+    assert apply_min_p(logits, 0.0) is logits
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative():
+    logits = torch.tensor([[2.0, -2.0, 1.0, 0.5], [2.0, -2.0, 1.0, 0.5]])
+    prev = torch.tensor([[0, 1, -1], [3, 3, 3]])
+    out = apply_repetition_penalty(logits, prev, 2.0)
+    assert torch.equal(out, torch.tensor([[1.0, -4.0, 1.0, 0.5], [2.0, -2.0, 1.0, 0.25]]))
+
+
+def test_repetition_penalty_ignores_padding_and_counts_once():
+    logits = torch.tensor([[2.0, -2.0, 1.0]])
+    assert torch.equal(apply_repetition_penalty(logits, torch.tensor([[-1, -1]]), 3.0), logits)
+    once = apply_repetition_penalty(logits, torch.tensor([[0, 0, 0, -1]]), 2.0)
+    assert torch.equal(once, torch.tensor([[1.0, -2.0, 1.0]]))
+    assert apply_repetition_penalty(logits, None, 2.0) is logits
+
+
+def test_penalty_changes_greedy_choice_and_logprob():
+    logits = torch.tensor([[3.0, 2.0, -1.0]])
+    prev = torch.tensor([[0]])
+    ids, logprobs = sample(logits, SamplingParams(temperature=0, repetition_penalty=2.0), None, prev)
+    assert ids.tolist() == [1]
+    expected = torch.tensor([1.5, 2.0, -1.0]).log_softmax(-1)[1]
+    torch.testing.assert_close(logprobs[0], expected)
+
+
+def test_logprob_is_of_temperature_scaled_untruncated_distribution(logits):
+    params = SamplingParams(temperature=0.7, top_k=10, top_p=0.9)
+    ids, logprobs = sample(logits, params, _gen(6))
+    expected = (logits / 0.7).log_softmax(-1).gather(1, ids[:, None]).squeeze(1)
+    torch.testing.assert_close(logprobs, expected)
+
+
+def test_filters_apply_in_documented_order():
+    # top-k first leaves [0.5, 0.3] renormalised to [0.625, 0.375], where top-p 0.6 keeps one
+    # token; on the full row top-p 0.6 keeps two. So top-p must see top-k's output.
+    logits = _logits_of([0.5, 0.3, 0.15, 0.05]).expand(500, 4)
+    ids, _ = sample(logits, SamplingParams(top_k=2, top_p=0.6), _gen(9))
+    assert set(ids.tolist()) == {0}
+    ids, _ = sample(logits, SamplingParams(top_p=0.6), _gen(9))
+    assert set(ids.tolist()) == {0, 1}
+
+
+def test_half_precision_logits_are_accepted(logits):
+    ids, logprobs = sample(logits.bfloat16(), SamplingParams(top_p=0.9), _gen(2))
+    assert ids.shape == (8,) and logprobs.dtype == torch.float32
+    assert (logprobs <= 0).all()
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("temperature", -0.1),
+        ("temperature", math.inf),
+        ("top_k", -1),
+        ("top_k", 2.5),
+        ("top_p", 0.0),
+        ("top_p", 1.5),
+        ("min_p", -0.1),
+        ("min_p", 1.1),
+        ("repetition_penalty", 0.0),
+    ],
+)
+def test_invalid_params_name_the_field(field, value):
+    with pytest.raises(ValueError, match=f"SamplingParams.{field}"):
+        SamplingParams(**{field: value})
+
+
+def test_apply_temperature_rejects_zero_and_scales():
+    with pytest.raises(ValueError, match="temperature"):
+        apply_temperature(torch.zeros(1, 3), 0.0)
+    torch.testing.assert_close(apply_temperature(torch.ones(1, 3), 0.5), torch.full((1, 3), 2.0))

@@ -1,0 +1,436 @@
+"""`rgemma train`: packing, exactness, schedule, resume (also after SIGKILL), LoRA, torchrun.
+
+Every run is a tiny model on a small synthetic story corpus with its own small tokenizer, so the
+whole file takes well under a minute on two CPU cores (the torchrun test is the slow one).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import random_model, tiny_config
+from rgemma import RecurrentGemmaForCausalLM
+from rgemma.bundled.corpus import write_corpus
+from rgemma.bundled.tokenizer_train import train_tokenizer
+from rgemma.text.tokenizer import Tokenizer
+from rgemma.training.data import IGNORE, pack, read_records, tokenize_chat, tokenize_text
+from rgemma.training.trainer import (
+    add_train_arguments,
+    lr_factor,
+    merged_weights,
+    param_groups,
+    train,
+    write_model,
+)
+
+VOCAB = 512
+MODEL = dict(
+    num_hidden_layers=3,
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=96,
+    num_attention_heads=4,
+    num_key_value_heads=1,
+    attention_window_size=16,
+)
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """A story corpus, its tokenizer, a from-scratch config, and a 'pretrained' model dir."""
+    root = tmp_path_factory.mktemp("train")
+    write_corpus(root / "train.jsonl", 120, seed=0)
+    train_tokenizer(root / "train.jsonl", root / "tok", vocab_size=VOCAB)
+    (root / "config.json").write_text(json.dumps(MODEL))
+    torch.manual_seed(0)
+    model = RecurrentGemmaForCausalLM(tiny_config(**MODEL))
+    model.save_pretrained(root / "base")
+    for f in (root / "tok").iterdir():
+        shutil.copy(f, root / "base" / f.name)
+    return root
+
+
+def scratch(work: Path, out: Path, **kw) -> dict:
+    args = dict(
+        steps=6,
+        batch_size=4,
+        seq_len=64,
+        lr=3e-3,
+        warmup_steps=2,
+        progress=False,
+        init_config=work / "config.json",
+        tokenizer=work / "tok",
+    )
+    return train(None, [work / "train.jsonl"], out, **{**args, **kw})
+
+
+def metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def losses(path: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in metrics(path) if "loss" in r}
+
+
+def env() -> dict:
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",  # as in this process (see one_thread)
+        "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+
+
+# --------------------------------------------------------------------------- data
+def test_packing_restarts_positions_and_masks_cross_document_labels():
+    docs = [([2, 10, 11, 1], [2, 10, 11, 1]), ([2, 20, 21, 22, 23, 24, 1], [2] + [IGNORE] * 3 + [23, 24, 1])]
+    rows = pack(docs, seq_len=5, pad_id=0)
+    assert rows.input_ids.tolist() == [[2, 10, 11, 1, 2], [20, 21, 22, 23, 24], [1, 0, 0, 0, 0]]
+    # doc 1 | doc 2 cut at the row boundary: its pieces restart at 0 | the pads are a document
+    assert rows.position_ids.tolist() == [[0, 1, 2, 3, 0], [0, 1, 2, 3, 4], [0, 0, 1, 2, 3]]
+    assert rows.labels.tolist() == [
+        [IGNORE, 10, 11, 1, IGNORE],
+        [IGNORE, IGNORE, IGNORE, 23, 24],
+        [IGNORE] * 5,
+    ]
+
+
+def test_plain_text_splits_documents_on_blank_lines(tmp_path):
+    (tmp_path / "a.txt").write_text("one\nline two\n\n\n  \nsecond doc\n\nthird\n")
+    assert list(read_records(tmp_path / "a.txt")) == ["one\nline two", "second doc", "third"]
+    (tmp_path / "b.jsonl").write_text('{"text": "x"}\n\n{"messages": []}\n')
+    assert list(read_records(tmp_path / "b.jsonl")) == ["x", []]
+    (tmp_path / "c.jsonl").write_text('{"other": 1}\n')
+    with pytest.raises(ValueError, match="c.jsonl:1"):
+        list(read_records(tmp_path / "c.jsonl"))
+
+
+def test_text_gets_bos_and_eos_and_chat_trains_only_the_assistant(work):
+    tok = Tokenizer.from_dir(work / "tok")
+    ids, labels = tokenize_text(tok, "Once upon a time.")
+    assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id and labels == ids
+    chat = [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "Hi there"},
+        {"role": "assistant", "content": "Hello! How are you?"},
+        {"role": "user", "content": "Good."},
+        {"role": "assistant", "content": "Nice."},
+    ]
+    ids, labels = tokenize_chat(tok, chat)
+    assert ids == tok.encode_chat(chat, add_generation_prompt=False)
+    spans, cur = [], []
+    for i, label in zip(ids, labels):
+        if label != IGNORE:
+            assert label == i
+            cur.append(i)
+        elif cur:
+            spans, cur = spans + [cur], []
+    spans += [cur] if cur else []
+    assert [tok.decode(s, skip_special_tokens=False) for s in spans] == [
+        "Hello! How are you?<end_of_turn>\n",
+        "Nice.<end_of_turn>\n",
+    ]
+
+
+def test_packed_rows_are_exact():
+    """Per-token losses of a packed row equal those of each document (piece) run alone."""
+    torch.manual_seed(1)
+    model = random_model(tiny_config())  # window 6: documents cross it
+    docs = [torch.randint(4, 97, (n,)).tolist() for n in (9, 14, 3, 20)]
+    rows = pack([(d, d) for d in docs], seq_len=24, pad_id=0)  # the third is cut in two
+    with torch.no_grad():
+        logits = model(rows.input_ids, position_ids=rows.position_ids).logits
+    packed = F.cross_entropy(
+        logits[:, :-1].transpose(1, 2), rows.labels[:, 1:], ignore_index=IGNORE, reduction="none"
+    )
+    mask = rows.labels[:, 1:] != IGNORE
+    alone_sum, n_alone = 0.0, 0
+    for r in range(len(rows)):
+        starts = (rows.position_ids[r] == 0).nonzero().flatten().tolist() + [rows.seq_len]
+        for s, e in zip(starts, starts[1:]):
+            piece = rows.input_ids[r, s:e]
+            if (rows.labels[r, s + 1 : e] == IGNORE).all():
+                continue  # padding
+            with torch.no_grad():
+                logits = model(piece[None]).logits[0, :-1]
+            alone = F.cross_entropy(logits, piece[1:], reduction="none")
+            torch.testing.assert_close(packed[r, s : e - 1], alone, rtol=1e-5, atol=1e-6)
+            alone_sum, n_alone = alone_sum + float(alone.sum()), n_alone + len(alone)
+    assert n_alone == int(mask.sum())
+    mean_packed = float(packed[mask].mean())
+    assert mean_packed == pytest.approx(alone_sum / n_alone, rel=1e-5)
+    full = model(rows.input_ids, position_ids=rows.position_ids, labels=rows.labels).loss
+    assert float(full.detach()) == pytest.approx(mean_packed, rel=1e-5)
+
+
+# --------------------------------------------------------------------------- optimizer
+def test_weight_decay_skips_rg_lru_embeddings_biases_and_norms():
+    model = random_model()
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert "model.layers.0.temporal_block.linear_x.weight" in decayed
+    assert "model.layers.0.temporal_block.conv_1d.weight" in decayed
+    for name in decayed:
+        assert not any(s in name for s in ("rg_lru", "embed_tokens", "norm", "bias")), name
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_schedule_warms_up_linearly_then_follows_a_cosine():
+    f = [lr_factor(s, 4, 20) for s in range(20)]
+    assert f[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert f[4 + 8] == pytest.approx(0.5)  # half way through the cosine
+    assert all(a >= b for a, b in zip(f[3:], f[4:])) and 0 < f[-1] < 0.05
+
+
+# --------------------------------------------------------------------------- training
+def test_loss_falls_on_the_toy_corpus(work, tmp_path):
+    out = scratch(
+        work,
+        tmp_path / "run",
+        steps=30,
+        batch_size=8,
+        seq_len=128,
+        lr=2e-2,
+        warmup_steps=3,
+        eval_fraction=0.1,
+        metrics=tmp_path / "m.jsonl",
+    )
+    first, last = out["losses"][0], sum(out["losses"][-5:]) / 5
+    assert last < 0.7 * first, (first, last)  # at least 30% lower after 30 steps
+    assert out["eval_ppl"] == pytest.approx(math.exp(out["eval_loss"]))
+    records = metrics(tmp_path / "m.jsonl")
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 31))
+    assert {"lr", "tokens_per_s", "grad_norm"} <= set(records[0])
+    assert records[-1]["eval_loss"] == out["eval_loss"]
+
+
+def test_same_seed_same_losses_and_resume_continues_exactly(work, tmp_path):
+    a = scratch(work, tmp_path / "a", save_every=3, metrics=tmp_path / "a.jsonl")
+    b = scratch(work, tmp_path / "b")
+    assert a["losses"] == b["losses"]
+    state = torch.load(tmp_path / "a" / "checkpoint-3" / "trainer_state.pt", weights_only=True)
+    assert state["step"] == 3 and state["data"]["rows_seen"] == 12
+    c = scratch(work, tmp_path / "c", resume=tmp_path / "a" / "checkpoint-3")
+    assert c["start_step"] == 3 and c["losses"] == a["losses"][3:]
+    assert scratch(work, tmp_path / "d", steps=1, seed=1)["losses"][0] != a["losses"][0]
+
+
+def test_grad_accumulation_equals_the_larger_batch(work, tmp_path):
+    big = scratch(work, tmp_path / "big", steps=3, batch_size=4)
+    accum = scratch(work, tmp_path / "acc", steps=3, batch_size=2, grad_accum=2)
+    assert accum["losses"] == pytest.approx(big["losses"], rel=1e-5)
+    low = scratch(work, tmp_path / "low", steps=2, bf16=True, grad_checkpointing=True)
+    assert all(math.isfinite(x) for x in low["losses"])
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(work, tmp_path):
+    args = [
+        "--init-config",
+        str(work / "config.json"),
+        "--tokenizer",
+        str(work / "tok"),
+        "--data",
+        str(work / "train.jsonl"),
+        "--steps",
+        "40",
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "64",
+        "--lr",
+        "3e-3",
+        "--warmup-steps",
+        "2",
+        "--no-progress",
+    ]
+    out = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "rgemma.training.trainer",
+        *args,
+        "--out",
+        str(out),
+        "--save-every",
+        "4",
+        "--metrics",
+        str(tmp_path / "k.jsonl"),
+    ]
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not (out / "checkpoint-8").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    assert 8 <= done < 40
+    resumed = subprocess.run(cmd + ["--resume", str(out)], env=env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["start_step"] == done
+    clean = scratch(work, tmp_path / "clean", steps=40, metrics=tmp_path / "c.jsonl")
+    got = losses(tmp_path / "k.jsonl")
+    assert sorted(got) == list(range(1, 41))
+    assert [got[s] for s in range(1, 41)] == pytest.approx(clean["losses"], rel=1e-6)
+
+
+# --------------------------------------------------------------------------- LoRA
+def test_lora_trains_only_adapters_and_merges_exactly(work, tmp_path):
+    pytest.importorskip("peft")
+    from rgemma.training.trainer import ADAPTER_FILE, add_lora, load_adapter
+
+    args = dict(
+        steps=12,
+        batch_size=4,
+        seq_len=64,
+        lr=5e-2,
+        warmup_steps=1,
+        lora=True,
+        lora_rank=4,
+        merge=True,
+        progress=False,
+    )
+    out = train(work / "base", [work / "train.jsonl"], tmp_path / "lora", save_every=6, **args)
+    assert sum(out["losses"][-3:]) / 3 < 0.97 * out["losses"][0]  # a random base model
+    again = train(
+        work / "base",
+        [work / "train.jsonl"],
+        tmp_path / "again",
+        resume=tmp_path / "lora" / "checkpoint-6",
+        **args,
+    )
+    assert again["losses"] == out["losses"][6:]
+    ckpt = Path(out["checkpoint"])
+    base = RecurrentGemmaForCausalLM.from_pretrained(work / "base")
+    adapted, _ = add_lora(RecurrentGemmaForCausalLM.from_pretrained(work / "base"), 4, 8.0)
+    trainable = {n for n, p in adapted.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    assert len(trainable) == 2 * 19  # A and B of 6 + 6 + 7 linears (two recurrent, one attention)
+    load_adapter(adapted, ckpt / ADAPTER_FILE)
+    base_state = base.state_dict()
+    for name, value in adapted.state_dict().items():  # the base weights did not move
+        if ".lora_" not in name:
+            assert torch.equal(value, base_state[name.replace(".base_layer.", ".")]), name
+    merged = RecurrentGemmaForCausalLM.from_pretrained(ckpt)  # --merge: full weights, loadable
+    ids = torch.randint(4, VOCAB, (2, 40))
+    with torch.no_grad():
+        want, got = adapted(ids).logits, merged(ids).logits
+        assert not torch.allclose(base(ids).logits, want, atol=1e-3)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert json.loads((ckpt / "adapter_config.json").read_text())["r"] == 4
+
+
+def test_merged_weights_fold_each_update_into_its_linear():
+    w, a, b = torch.randn(3, 5), torch.randn(2, 5), torch.randn(3, 2)
+    state = {
+        "l.base_layer.weight": w,
+        "l.base_layer.bias": torch.ones(3),
+        "l.lora_A.default.weight": a,
+        "l.lora_B.default.weight": b,
+        "n.weight": torch.zeros(2),
+    }
+    out = merged_weights(state, 0.5)
+    assert set(out) == {"l.weight", "l.bias", "n.weight"}
+    torch.testing.assert_close(out["l.weight"], w + 0.5 * b @ a)
+
+
+# --------------------------------------------------------------------------- torchrun
+def test_torchrun_two_processes_match_one(work, tmp_path):
+    single = scratch(work, tmp_path / "one", steps=5, metrics=tmp_path / "one.jsonl", eval_fraction=0.1)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "rgemma.training.trainer",
+        "--init-config",
+        str(work / "config.json"),
+        "--tokenizer",
+        str(work / "tok"),
+        "--data",
+        str(work / "train.jsonl"),
+        "--out",
+        str(tmp_path / "two"),
+        "--steps",
+        "5",
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "64",
+        "--lr",
+        "3e-3",
+        "--warmup-steps",
+        "2",
+        "--eval-fraction",
+        "0.1",
+        "--metrics",
+        str(tmp_path / "two.jsonl"),
+        "--no-progress",
+    ]
+    run = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    two = metrics(tmp_path / "two.jsonl")
+    assert [r["loss"] for r in two if "loss" in r] == pytest.approx(single["losses"], rel=1e-5)
+    assert two[-1]["eval_loss"] == pytest.approx(single["eval_loss"], rel=1e-5)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoint-5"]
+    a = RecurrentGemmaForCausalLM.from_pretrained(tmp_path / "two" / "checkpoint-5")
+    b = RecurrentGemmaForCausalLM.from_pretrained(tmp_path / "one" / "checkpoint-5")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6, msg=name)
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_flags_reach_train(tmp_path):
+    import argparse
+
+    args = add_train_arguments(argparse.ArgumentParser()).parse_args(
+        [
+            "--data",
+            "a.jsonl",
+            "b.txt",
+            "--out",
+            "o",
+            "--lora",
+            "--lora-rank",
+            "16",
+            "--merge",
+            "--bf16",
+            "--grad-accum",
+            "4",
+            "--eval-every",
+            "50",
+            "--init-config",
+            "recurrentgemma-2b",
+        ]
+    )
+    assert args.data == ["a.jsonl", "b.txt"] and args.lora_rank == 16 and args.merge
+    assert args.grad_accum == 4 and args.bf16 and args.progress and args.model is None
+
+
+def test_write_model_round_trips(tmp_path):
+    model = random_model()
+    write_model(tmp_path, {k: v for k, v in model.state_dict().items()}, model.config)
+    again = RecurrentGemmaForCausalLM.from_pretrained(tmp_path)
+    ids = torch.randint(0, 97, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids).logits, model(ids).logits)
