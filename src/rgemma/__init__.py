@@ -19,13 +19,13 @@ _EXPORTS = {
     "RecurrentGemmaForCausalLM": "pretrained.classes",
     "State": "models.state",
     "Tokenizer": "text.tokenizer",
-    "bundled_model_dir": "pretrained.checkpoint",
+    "bundled_model_dir": "io.checkpoint_files",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs
+    from rgemma.io.checkpoint_files import bundled_model_dir  # noqa: F401
     from rgemma.models.config import PRESETS, RecurrentGemmaConfig  # noqa: F401
     from rgemma.models.state import State  # noqa: F401
-    from rgemma.pretrained.checkpoint import bundled_model_dir  # noqa: F401
     from rgemma.pretrained.classes import RecurrentGemmaForCausalLM, RecurrentGemmaModel  # noqa: F401
     from rgemma.text.tokenizer import Tokenizer  # noqa: F401
 

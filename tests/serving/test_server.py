@@ -25,7 +25,8 @@ httpx = pytest.importorskip("httpx")
 import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from rgemma.serving.api import Limits, add_serve_arguments, create_app, run_serve, serve  # noqa: E402
+from rgemma.cli.serve import add_serve_arguments, run_serve  # noqa: E402
+from rgemma.serving.api import Limits, create_app, serve  # noqa: E402
 from rgemma.serving.scheduler import BatchEngine, Delta, Done, RequestParams, bench_server_decode  # noqa: E402
 from rgemma.text.engine import GenerationConfig, complete  # noqa: E402
 from rgemma.text.sampling import SamplingParams  # noqa: E402
@@ -571,7 +572,7 @@ def test_openapi_schema_documents_the_endpoints(client):
 def test_cli_arguments_and_api_key_from_env(monkeypatch):
     import argparse
 
-    import rgemma.serving.api as server
+    import rgemma.cli.serve as server
 
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
@@ -591,7 +592,7 @@ def test_sigterm_drains_in_flight_streams_and_exits(lm_dir):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     code = (
-        "import argparse, sys; from rgemma.serving.api import add_serve_arguments, run_serve; "
+        "import argparse, sys; from rgemma.cli.serve import add_serve_arguments, run_serve; "
         "p = argparse.ArgumentParser(); add_serve_arguments(p); sys.exit(run_serve(p.parse_args()))"
     )
     proc = subprocess.Popen(

@@ -366,18 +366,19 @@ def perplexity_delta(
     Scored once per int8 kernel: "auto" (what a prefill uses) and, where they load, "native"
     (the int8 GEMV batch-1 decode uses, with its int16 activations) and "amx" (decode batches
     of bf16 rows), each forced on every call."""
-    import io
-
     from rgemma.accel import quantize
-    from rgemma.cli.commands import load, perplexity, read_documents
+    from rgemma.io.documents import read_documents
     from rgemma.kernels import amx_available, int8_gemv_available
+    from rgemma.pretrained.loading import load
+    from rgemma.text.scoring import document_perplexity
 
     lm, tok = load(str(model_dir), dtype)
-    doc = read_documents(data)[0]
+    docs = read_documents(data)[:max_docs]
+    doc = docs[0]
     ids = torch.tensor([tok.encode(doc)[:512]], device=lm.device)
     result = {"model": str(model_dir), "dtype": dtype}
     with torch.no_grad():
-        before = perplexity(data, loaded=(lm, tok), max_docs=max_docs, err=io.StringIO())
+        before = document_perplexity(lm, tok, docs)
         ref = lm(ids).logits
         quantize.quantize_model(lm)
         result.update(tokens=before["tokens"], perplexity=before["perplexity"])
@@ -392,7 +393,7 @@ def perplexity_delta(
         try:
             for kernel in choices:
                 quantize.INT8_KERNEL = kernel
-                after = perplexity(data, loaded=(lm, tok), max_docs=max_docs, err=io.StringIO())
+                after = document_perplexity(lm, tok, docs)
                 suffix = "" if kernel == "auto" else f"_{kernel}"
                 result[f"perplexity_int8{suffix}"] = after["perplexity"]
                 result[f"relative_change{suffix}"] = after["perplexity"] / before["perplexity"] - 1

@@ -75,7 +75,7 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
     """The trained checkpoint as the package ships it: bfloat16 weights plus tokenizer."""
     import torch
 
-    from rgemma.pretrained.checkpoint import atomic_directory
+    from rgemma.io.atomic import atomic_directory
     from rgemma.pretrained.classes import RecurrentGemmaForCausalLM
 
     checkpoint = Path(checkpoint)

@@ -35,8 +35,8 @@ COMMANDS = {
     ),
     "serve": (
         "serve an OpenAI-compatible HTTP API with continuous batching",
-        "rgemma.serving.api:add_serve_arguments",
-        "rgemma.serving.api:run_serve",
+        "rgemma.cli.serve:add_serve_arguments",
+        "rgemma.cli.serve:run_serve",
     ),
     "train": (
         "fine-tune (full or LoRA) or train from scratch; torchrun + FSDP2 to scale out",

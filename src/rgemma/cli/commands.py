@@ -7,8 +7,6 @@ statistics to `err` (stderr).
 from __future__ import annotations
 
 import json
-import math
-import resource
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -18,11 +16,12 @@ from typing import TextIO
 
 import torch
 
-from rgemma.pretrained.checkpoint import parse_dtype, resolve_model_dir
-from rgemma.pretrained.classes import RecurrentGemmaForCausalLM
+from rgemma.io.documents import read_documents
+from rgemma.pretrained.loading import load, peak_memory_mb
 from rgemma.pretrained.snapshot import load_state, save_state
 from rgemma.text.engine import ChatSession, GenerationConfig, TextStep, stream
 from rgemma.text.generate import prefill
+from rgemma.text.scoring import document_perplexity
 from rgemma.text.tokenizer import Tokenizer
 
 
@@ -43,48 +42,6 @@ class Stats:
             f"{rate(self.generated_tokens, self.generate_seconds)}"
             f" | peak memory: {peak_memory_mb():.0f} MB"
         )
-
-
-def peak_memory_mb() -> float:
-    if torch.cuda.is_available() and torch.cuda.max_memory_allocated():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def load(
-    model: str | None,
-    dtype: str | None = None,
-    device: str | None = None,
-    err: TextIO = sys.stderr,
-    *,
-    compile: bool = False,
-    quantize: str | None = None,
-) -> tuple[RecurrentGemmaForCausalLM, Tokenizer]:
-    """Model and tokenizer from a directory, a cached repo id, or (None) the bundled model,
-    with the inference speed-ups of rgemma.speed.optimize applied."""
-    from rgemma.accel.speed import optimize
-
-    path = resolve_model_dir(model)
-    start = time.perf_counter()
-    print(f"loading {path}", file=err)
-    wanted = parse_dtype(dtype)
-    if model is None and wanted is None:
-        wanted = torch.float32  # the bundled weights are stored in bf16 for size; fp32 is faster on CPU
-    lm = RecurrentGemmaForCausalLM.from_pretrained(path, dtype=wanted, device=device)
-    tokenizer = Tokenizer.from_dir(path)
-    n_params = lm.num_parameters()  # before int8 turns weights into buffers
-    optimize(lm, compile=compile, quantize=quantize)
-    extras = "".join(
-        [
-            ", int8 weight-only linears" if quantize == "int8" else "",
-            ", compiled decode step (the first tokens compile it)" if compile else "",
-        ]
-    )
-    print(
-        f"loaded {n_params / 1e6:.1f}M parameters ({lm.dtype}{extras}) in {time.perf_counter() - start:.1f}s",
-        file=err,
-    )
-    return lm, tokenizer
 
 
 def read_prompt(prompt: str | None, file: str | None, stdin: TextIO = sys.stdin) -> str | None:
@@ -262,25 +219,6 @@ def _load_chat(session: ChatSession, path: str) -> None:
 
 
 # --------------------------------------------------------------------------- perplexity
-def read_documents(path: str | Path) -> list[str]:
-    """JSONL with a `text` field per line, or plain text with documents split by blank lines."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    raw = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        docs = []
-        for n, line in enumerate(raw.splitlines(), 1):
-            if line.strip():
-                try:
-                    docs.append(json.loads(line)["text"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise ValueError(f"{path}:{n}: expected a JSON object with a 'text' field") from None
-        return docs
-    return [d.strip() for d in raw.split("\n\n") if d.strip()]
-
-
-@torch.no_grad()
 def perplexity(
     data: str | Path,
     *,
@@ -293,25 +231,11 @@ def perplexity(
     quantize: str | None = None,
 ) -> dict[str, float]:
     """Token-weighted perplexity of `model` over the documents in `data` (each with BOS and
-    EOS, the way the bundled model is trained)."""
+    EOS, the way the bundled model is trained); the result is also printed to `err` as JSON."""
     lm, tok = loaded or load(model, dtype, None, err, quantize=quantize)
     docs = read_documents(data)[:max_docs]
     if not docs:
         raise ValueError(f"no documents in {data}")
-    total, count = 0.0, 0
-    for doc in docs:
-        ids = tok.encode(doc) + ([tok.eos_id] if tok.eos_id is not None else [])
-        if len(ids) < 2:
-            continue
-        x = torch.tensor([ids], device=lm.device)
-        logits = lm(x, use_cache=False).logits[0, :-1].float()
-        total += torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum").item()
-        count += len(ids) - 1
-    result = {
-        "documents": len(docs),
-        "tokens": count,
-        "loss": total / count,
-        "perplexity": math.exp(total / count),
-    }
+    result = document_perplexity(lm, tok, docs)
     print(json.dumps(result), file=err)
     return result

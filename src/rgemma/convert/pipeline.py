@@ -57,14 +57,9 @@ from rgemma.convert.deepmind import (
 )
 from rgemma.convert.sources import OutEntry, ShardWriter, TensorInfo, detect_format, one_line, open_source
 from rgemma.convert.tokenizer import install_tokenizer
+from rgemma.io.atomic import atomic_directory
+from rgemma.io.checkpoint_files import parse_dtype, parse_size, resolve_model_dir, write_config
 from rgemma.models.config import PRESETS, RecurrentGemmaConfig
-from rgemma.pretrained.checkpoint import (
-    atomic_directory,
-    parse_dtype,
-    parse_size,
-    resolve_model_dir,
-    write_config,
-)
 
 __all__ = [
     "DEEPMIND_FLAX_RULES",

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rgemma.pretrained.checkpoint import INDEX, SINGLE, weight_files
+from rgemma.io.checkpoint_files import INDEX, SINGLE, weight_files
 
 ORBAX_MARKERS = ("_METADATA", "_CHECKPOINT_METADATA", "checkpoint", "manifest.ocdbt", "commit_success.txt")
 FLAX_EXTRA = (

@@ -21,8 +21,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from rgemma.io.atomic import default_mode
 from rgemma.models.state import AttentionState, RecurrentState, State, state_fingerprint
-from rgemma.pretrained.checkpoint import default_mode
 
 FORMAT = "rgemma-state"
 VERSION = "1"

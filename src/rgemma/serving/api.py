@@ -20,11 +20,9 @@ queue is full, 503 while loading or shutting down.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hmac
 import json
-import os
 import sys
 import threading
 import time
@@ -828,8 +826,8 @@ def serve(
 ) -> None:
     """Serve `model` (a directory, a cached repo id, or None for the bundled model) until
     SIGINT/SIGTERM. The port opens at once; /health says 200 when the weights are loaded."""
-    from rgemma.cli.commands import load
-    from rgemma.pretrained.checkpoint import resolve_model_dir
+    from rgemma.io.checkpoint_files import resolve_model_dir
+    from rgemma.pretrained.loading import load
 
     path = resolve_model_dir(model)  # a bad path fails here, before the port opens
     name = model_name or (model if model and not Path(model).expanduser().is_dir() else path.name)
@@ -858,105 +856,3 @@ def _check_limits(limits: Limits) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(limits, name)}")
     if limits.max_queue < 0 or limits.shutdown_grace < 0:
         raise ValueError("--max-queue and --shutdown-grace must be >= 0")
-
-
-# --------------------------------------------------------------------------- CLI
-EPILOG = """examples:
-  rgemma serve                                    # the bundled model on 127.0.0.1:8080
-  rgemma serve --model google/recurrentgemma-2b-it --dtype bfloat16 --max-batch 64
-  RGEMMA_API_KEY=secret rgemma serve --host 0.0.0.0 --port 9000
-
-  curl localhost:8080/v1/chat/completions -H 'Content-Type: application/json' \\
-    -d '{"messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 50}'
-  curl -N localhost:8080/v1/completions -H 'Content-Type: application/json' \\
-    -d '{"prompt": "Once upon a time", "max_tokens": 50, "stream": true}'
-
-OpenAI's clients work as they are (base_url="http://127.0.0.1:8080/v1"). The schema is at
-/openapi.json, metrics at /metrics. SIGTERM finishes in-flight requests (up to
---shutdown-grace seconds) and then exits."""
-
-
-def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    from rgemma.cli import weight_options
-
-    p.epilog = EPILOG
-    p.add_argument(
-        "--model",
-        metavar="PATH_OR_REPO_ID",
-        default=None,
-        help="an HF-format directory, or a repo id in the local HF cache (default: the bundled model)",
-    )
-    p.add_argument(
-        "--model-name", metavar="NAME", default=None, help="the id clients use (default: the model's name)"
-    )
-    weight_options(p)
-    p.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
-    )
-    p.add_argument("--port", type=int, metavar="PORT", default=8080, help="port (default 8080)")
-    p.add_argument(
-        "--api-key",
-        default=None,
-        metavar="KEY",
-        help="require 'Authorization: Bearer KEY' (default: $RGEMMA_API_KEY, else none)",
-    )
-    p.add_argument(
-        "--max-batch", type=int, metavar="N", default=32, help="sequences decoded together (default 32)"
-    )
-    p.add_argument(
-        "--max-queue",
-        type=int,
-        metavar="N",
-        default=256,
-        help="requests that may wait for a batch slot; more get 429 (default 256)",
-    )
-    p.add_argument(
-        "--max-prompt-tokens",
-        type=int,
-        metavar="N",
-        default=8192,
-        help="longest prompt accepted, in tokens (default 8192)",
-    )
-    p.add_argument(
-        "--max-tokens",
-        type=int,
-        metavar="N",
-        default=4096,
-        help="most new tokens per request; the chat default (default 4096)",
-    )
-    p.add_argument(
-        "--prefill-chunk",
-        type=int,
-        metavar="N",
-        default=256,
-        help="prompt tokens read per engine step, so long prompts do not stall decoding (default 256)",
-    )
-    p.add_argument(
-        "--shutdown-grace",
-        type=float,
-        metavar="SECONDS",
-        default=30.0,
-        help="seconds in-flight requests get after SIGTERM (default 30)",
-    )
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    serve(
-        model=args.model,
-        host=args.host,
-        port=args.port,
-        max_batch=args.max_batch,
-        api_key=args.api_key or os.environ.get("RGEMMA_API_KEY") or None,
-        max_queue=args.max_queue,
-        max_prompt_tokens=args.max_prompt_tokens,
-        max_tokens=args.max_tokens,
-        dtype=args.dtype,
-        device=args.device,
-        model_name=args.model_name,
-        prefill_chunk=args.prefill_chunk,
-        shutdown_grace=args.shutdown_grace,
-        log_level=args.log_level,
-        quantize=args.quantize,
-    )
-    return 0

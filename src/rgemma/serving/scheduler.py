@@ -466,7 +466,7 @@ def bench_server_decode(
     HTTP and detokenization on the client side are left out. `loaded` is a (model, tokenizer)
     pair to use instead of loading `model_dir` (None: the bundled model)."""
     if loaded is None:
-        from rgemma.cli.commands import load
+        from rgemma.pretrained.loading import load
 
         loaded = load(None if model_dir is None else str(model_dir), dtype, device)
     model, tokenizer = loaded

@@ -39,14 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rgemma.io.atomic import atomic_directory
+from rgemma.io.checkpoint_files import parse_size, resolve_model_dir, write_config, write_shards
 from rgemma.models.config import PRESETS, RecurrentGemmaConfig
-from rgemma.pretrained.checkpoint import (
-    atomic_directory,
-    parse_size,
-    resolve_model_dir,
-    write_config,
-    write_shards,
-)
 from rgemma.pretrained.classes import RecurrentGemmaForCausalLM
 from rgemma.text.tokenizer import Tokenizer
 from rgemma.training.data import (
@@ -844,7 +839,7 @@ def default_model_dir() -> str | None:
         from rgemma import bundled_model_dir
     except ImportError:
         try:
-            from rgemma.pretrained.checkpoint import bundled_model_dir
+            from rgemma.io.checkpoint_files import bundled_model_dir
         except ImportError:
             return None
     try:

@@ -1,0 +1,169 @@
+"""Checkpoint directories on disk, without a model: where they are (a path, the local HF
+cache, the bundled model), which weight files they hold, and writing config and safetensors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+SINGLE = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "float": torch.float32,
+}
+
+
+# --------------------------------------------------------------------------- locating
+BUNDLED_DIR = Path(__file__).parents[1] / "bundled" / "assets" / "rgemma-tiny"
+
+
+def bundled_model_dir() -> Path:
+    """The small trained model shipped inside the package (the default everywhere)."""
+    if not (BUNDLED_DIR / "config.json").is_file():
+        raise FileNotFoundError(
+            f"the bundled model is missing from this install ({BUNDLED_DIR}); "
+            "reinstall rgemma or pass --model"
+        )
+    return BUNDLED_DIR
+
+
+def hf_cache_dirs() -> list[Path]:
+    """Where the HF hub cache may live, in the order huggingface_hub looks."""
+    dirs = []
+    if os.environ.get("HF_HUB_CACHE"):
+        dirs.append(Path(os.environ["HF_HUB_CACHE"]))
+    if os.environ.get("HF_HOME"):
+        dirs.append(Path(os.environ["HF_HOME"]) / "hub")
+    dirs.append(Path.home() / ".cache" / "huggingface" / "hub")
+    return dirs
+
+
+def resolve_model_dir(path_or_repo_id: str | Path | None) -> Path:
+    """A local directory as is, `org/name` from the local HF cache, None for the bundled
+    model; else a clear error."""
+    if path_or_repo_id is None:
+        return bundled_model_dir()
+    path = Path(path_or_repo_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise FileNotFoundError(f"{path} is a file; expected a model directory with config.json")
+    name = str(path_or_repo_id)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+        looked = []
+        for cache in hf_cache_dirs():
+            repo = cache / ("models--" + name.replace("/", "--"))
+            looked.append(str(repo))
+            snapshot = _newest_snapshot(repo)
+            if snapshot is not None:
+                return snapshot
+        raise FileNotFoundError(
+            f"model {name!r} is not a local directory and is not in the HF "
+            f"cache (looked in: {', '.join(looked)}); there is no download here: "
+            "copy the checkpoint locally and pass its path"
+        )
+    raise FileNotFoundError(f"model path does not exist: {path}")
+
+
+def _newest_snapshot(repo: Path) -> Path | None:
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        snap = repo / "snapshots" / ref.read_text().strip()
+        if (snap / "config.json").is_file():
+            return snap
+    snaps = [s for s in (repo / "snapshots").glob("*") if (s / "config.json").is_file()]
+    return max(snaps, key=lambda s: s.stat().st_mtime) if snaps else None
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    """The safetensors files of a checkpoint: the index's shards, or model.safetensors."""
+    index = model_dir / INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{index}: invalid index file ({err})") from None
+        files = [model_dir / f for f in dict.fromkeys(weight_map.values())]
+        for f in files:
+            if not f.is_file():
+                raise FileNotFoundError(f"{index} names shard {f.name}, which is missing")
+        return files
+    if (model_dir / SINGLE).is_file():
+        return [model_dir / SINGLE]
+    found = sorted(p.name for p in model_dir.glob("*.safetensors"))
+    if found:
+        return [model_dir / f for f in found]
+    if list(model_dir.glob("*.bin")) or list(model_dir.glob("*.pt")):
+        raise ValueError(
+            f"{model_dir} holds only pickle weights (.bin/.pt); rgemma loads "
+            "safetensors. Convert them with `rgemma convert`."
+        )
+    raise FileNotFoundError(f"no weights in {model_dir}: expected {SINGLE} or {INDEX}")
+
+
+# --------------------------------------------------------------------------- loading
+def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
+        return None if dtype == "auto" else dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(set(DTYPES))}")
+    return DTYPES[dtype]
+
+
+def parse_size(size: int | str) -> int:
+    """'2GB' / '500MB' / bytes -> bytes."""
+    if isinstance(size, int):
+        return size
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B)?\s*", str(size), re.IGNORECASE)
+    if not m:
+        raise ValueError(f"cannot parse shard size {size!r}; use e.g. '2GB' or '500MB'")
+    unit = (m.group(2) or "B").upper()
+    scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}[unit]
+    return int(float(m.group(1)) * scale)
+
+
+def write_config(out: Path, config: dict) -> None:
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    gen = {k: config.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+
+
+def write_shards(out: Path, tensors: dict[str, torch.Tensor], max_bytes: int) -> None:
+    """One model.safetensors, or numbered shards of at most max_bytes plus an index."""
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, t in tensors.items():
+        n = t.numel() * t.element_size()
+        if shards[-1] and size + n > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += n
+    meta = {"format": "pt"}
+    if len(shards) == 1:
+        save_file(shards[0], str(out / SINGLE), metadata=meta)
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(out / fname), metadata=meta)
+        weight_map.update({k: fname for k in shard})
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+
+
+def is_weight_file(path: Path) -> bool:
+    return path.suffix in (".safetensors", ".bin", ".pt") or path.name == INDEX
