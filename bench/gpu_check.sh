@@ -37,6 +37,6 @@ done
 status=0
 timeout 420 "$VPY" bench/gpu_check.py --out "$OUT/gpu_check.json" --budget 180 || status=$?
 # the fast CPU-side suite for the paths the GPU run touched, as a cross-check
-timeout 60 "$VPY" -m pytest -q -x tests/test_scan_triton.py tests/test_speed.py 2>&1 | tail -3 || true
+timeout 60 "$VPY" -m pytest -q -x tests/ops/test_scan_triton.py tests/accel/test_speed.py 2>&1 | tail -3 || true
 say "exit status $status (0: every correctness check passed; 124: timed out)"
 exit $status
