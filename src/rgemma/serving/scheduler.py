@@ -405,7 +405,10 @@ class BatchEngine:
 
 def _fit_recompile_limit(model, buckets: int) -> None:
     """Let torch.compile keep a graph per block kind and bucket, the bound of a compiled
-    server step (dynamo's default limit of 8 would fall back to eager past it)."""
+    server step (dynamo's default limit of 8 would fall back to eager past it). Without
+    torch._dynamo imported nothing is compiled, and importing it would only cost time."""
+    if "torch._dynamo" not in sys.modules:
+        return
     kinds = len(set(model.config.layers_block_type))
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
