@@ -14,8 +14,8 @@ so the others keep decoding); its `n` choices join the decoder, and each one tha
 its first token has that row copied into a free slot. A finished or cancelled row frees its
 slot, and the last row moves into it, so the live rows stay packed at the front. A step decodes
 the first n slots, n rounded up to a power of two (or max_batch), so a compiled decode step
-(`serve(compile=True)`) compiles once per block kind and bucket: at most
-2 * (ceil(log2(max_batch)) + 1) graphs, whatever the traffic.
+(`serve(compile=True)`) compiles once per block kind (recurrent, attention) and bucket: at
+most kinds * (ceil(log2(max_batch)) + 1) graphs, whatever the traffic.
 
 The model is exact per row and padding is invisible, so under greedy decoding a request's text
 is the same as `engine.complete` alone with the same `prefill_chunk`, whatever else runs beside
