@@ -238,10 +238,10 @@ def test_long_prompt_is_prefilled_in_chunks_while_others_decode(lm):
     assert len(long_ids) > 4 * 16
     long = engine.submit([long_ids], RequestParams(max_tokens=6), loop)
     for k in range(1, 4):
-        generated = engine._rows[0].generated
+        generated = engine.decoder.live[0].generated
         engine.step()
         assert engine._prefilling[0].fed == 16 * k  # one chunk per iteration...
-        assert engine._rows[0].generated == generated + 1  # ...while the other row decodes
+        assert engine.decoder.live[0].generated == generated + 1  # ...while the other row decodes
     while not engine.idle:
         engine.step()
     loop.run_until_complete(asyncio.sleep(0))
@@ -249,7 +249,7 @@ def test_long_prompt_is_prefilled_in_chunks_while_others_decode(lm):
     text = "".join(e.text for e in events if isinstance(e, Delta))
     config = GenerationConfig(max_new_tokens=6, sampling=GREEDY, prefill_chunk=16)
     assert text == complete(model, tok, [long_ids], config)[0].text
-    assert isinstance(events[-1], Done) and engine.state is None and engine.stats.state_bytes == 0
+    assert isinstance(events[-1], Done) and not engine.decoder.live and engine.stats.state_bytes == 0
     loop.close()
 
 
@@ -291,7 +291,7 @@ def test_memory_stays_bounded_over_200_requests_in_waves(live, monkeypatch):
             for _ in range(5):
                 await wave(http)
                 wait_idle(engine)
-                assert engine.state is None and engine.stats.state_bytes == 0 and engine.queue_depth == 0
+                assert not engine.decoder.live and engine.stats.state_bytes == 0 and engine.queue_depth == 0
                 sizes.append(_rss_bytes())
         return sizes
 
@@ -329,7 +329,7 @@ def test_disconnect_frees_rows_at_once(live):
     assert state_bytes > 0
     wait_idle(engine, timeout=5)
     assert engine.stats.completion_tokens - before < 250  # it stopped, not ran to the end
-    assert engine.state is None
+    assert not engine.decoder.live
 
 
 def _metric(text: str, name: str) -> float:
@@ -420,7 +420,7 @@ def test_an_engine_failure_ends_requests_with_an_error_not_a_hang(client, monkey
     lines = [line for line in r.text.splitlines() if line.startswith("data: ")]
     assert json.loads(lines[-2][6:])["error"]["code"] == "internal_error" and lines[-1] == "data: [DONE]"
     monkeypatch.undo()
-    assert client.get("/health").status_code == 200 and engine.state is None
+    assert client.get("/health").status_code == 200 and not engine.decoder.live
     assert client.post(COMPLETIONS, json={"prompt": "x", "max_tokens": 3}).status_code == 200
 
 
@@ -583,6 +583,9 @@ def test_cli_arguments_and_api_key_from_env(monkeypatch):
     assert run_serve(parser.parse_args(["--max-batch", "4", "--prefill-chunk", "64"])) == 0
     assert seen["api_key"] == "from-env" and seen["host"] == "127.0.0.1" and seen["port"] == 8080
     assert seen["max_batch"] == 4 and seen["prefill_chunk"] == 64 and seen["model"] is None
+    assert seen["compile"] is False
+    run_serve(parser.parse_args(["--compile"]))
+    assert seen["compile"] is True
     with pytest.raises(FileNotFoundError):
         serve(model="/no/such/model/dir")
 

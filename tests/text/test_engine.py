@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from rgemma.pretrained.snapshot import load_state, model_fingerprint, save_state
+from rgemma.text.core import prefill
 from rgemma.text.engine import ChatSession, GenerationConfig, TextStream, complete, stream
-from rgemma.text.generate import prefill
 from rgemma.text.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rgemma.text.generate import decode, prefill
+from rgemma.text.core import Decoder, Row, Slots, prefill
 from rgemma.text.sampling import SamplingParams
 
 
@@ -79,8 +79,12 @@ def test_long_prompt_is_prefilled_in_chunks(model):
     full = model(prompt).logits[:, -1]
     torch.testing.assert_close(logits, full, rtol=0, atol=1e-4)
     assert state.count.item() == 50
-    steps = list(decode(model, logits, state, SamplingParams(temperature=0), 3))
-    assert len(steps) == 3 and steps[-1].finish_reason == ["length"]
+    decoder = Decoder(model, Slots(state))
+    decoder.adopt([Row(SamplingParams(temperature=0), max_new_tokens=3)], logits)
+    steps = []
+    while decoder.live:
+        steps += decoder.step()
+    assert len(steps) == 3 and steps[-1][1].finish_reason == "length" and state.count.item() == 52
 
 
 def test_repetition_penalty_sees_prompt_and_generated_tokens(model):

@@ -12,6 +12,7 @@ from rgemma.text.sampling import (
     apply_temperature,
     apply_top_k,
     apply_top_p,
+    draw,
     sample,
 )
 
@@ -48,6 +49,22 @@ def test_same_seed_same_samples_different_seed_different(logits):
     other, _ = sample(flat, SamplingParams(), _gen(8))
     assert torch.equal(first, again)
     assert (first != other).sum() > 32
+
+
+def test_each_row_draws_from_its_own_generator(logits):
+    """With a generator per row, a row's token is the same whatever rows sample beside it."""
+    together, _ = sample(logits, SamplingParams(), [_gen(i) for i in range(8)])
+    for i in range(8):
+        alone, _ = sample(logits[i : i + 1], SamplingParams(), [_gen(i)])
+        assert alone.item() == together[i].item()
+    with pytest.raises(ValueError, match="generators"):
+        sample(logits, SamplingParams(), [_gen(0)])
+
+
+def test_draw_inverts_the_cdf_and_never_picks_an_impossible_token():
+    probs = torch.tensor([[0.0, 0.25, 0.0, 0.75, 0.0, 0.0]]).expand(4, 6)
+    u = torch.tensor([0.0, 0.2499, 0.25, 1 - 2**-53], dtype=torch.float64)
+    assert draw(probs, u).tolist() == [1, 1, 3, 3]
 
 
 def test_sampling_frequencies_follow_softmax():

@@ -19,8 +19,9 @@ import torch
 from rgemma.io.documents import read_documents
 from rgemma.pretrained.loading import load, peak_memory_mb
 from rgemma.pretrained.snapshot import load_state, save_state
-from rgemma.text.engine import ChatSession, GenerationConfig, TextStep, stream
-from rgemma.text.generate import prefill
+from rgemma.text.core import prefill
+from rgemma.text.engine import ChatSession, GenerationConfig, stream
+from rgemma.text.output import TextStep
 from rgemma.text.scoring import document_perplexity
 from rgemma.text.tokenizer import Tokenizer
 

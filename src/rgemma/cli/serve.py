@@ -77,6 +77,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="prompt tokens read per engine step, so long prompts do not stall decoding (default 256)",
     )
     p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the one-token decode step, as `generate --compile` does; it compiles "
+        "once per batch-size bucket (powers of two up to --max-batch) as traffic first reaches it",
+    )
+    p.add_argument(
         "--shutdown-grace",
         type=float,
         metavar="SECONDS",
@@ -103,5 +109,6 @@ def run_serve(args: argparse.Namespace) -> int:
         shutdown_grace=args.shutdown_grace,
         log_level=args.log_level,
         quantize=args.quantize,
+        compile=args.compile,
     )
     return 0

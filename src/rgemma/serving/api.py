@@ -823,9 +823,12 @@ def serve(
     shutdown_grace: float = 30.0,
     log_level: str = "info",
     quantize: str | None = None,
+    compile: bool = False,
 ) -> None:
     """Serve `model` (a directory, a cached repo id, or None for the bundled model) until
-    SIGINT/SIGTERM. The port opens at once; /health says 200 when the weights are loaded."""
+    SIGINT/SIGTERM. The port opens at once; /health says 200 when the weights are loaded.
+    `compile` applies the compiled decode step of `generate --compile`; the scheduler's bucketed
+    batch sizes bound its recompiles (rgemma.serving.scheduler)."""
     from rgemma.io.checkpoint_files import resolve_model_dir
     from rgemma.pretrained.loading import load
 
@@ -834,7 +837,7 @@ def serve(
     limits = Limits(max_batch, max_queue, max_prompt_tokens, max_tokens, prefill_chunk, shutdown_grace)
     _check_limits(limits)
     app = create_app(
-        loader=lambda: load(str(path), dtype, device, quantize=quantize),
+        loader=lambda: load(str(path), dtype, device, quantize=quantize, compile=compile),
         model_name=name,
         api_key=api_key,
         limits=limits,

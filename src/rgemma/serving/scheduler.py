@@ -1,19 +1,26 @@
-"""Continuous batching for the server: one thread owns the model and steps every live
-sequence together.
+"""Continuous batching for the server: a scheduler over the generation core (text/core.py).
+One thread owns the model and steps every live sequence together.
 
 Requests join between steps and leave the moment they finish. Each iteration:
 
-    drop cancelled -> admit waiting requests (while their rows fit in max_batch)
-    -> prefill at most `prefill_chunk` prompt tokens in all -> one decode step for every row
-    -> deliver the new text
+    drop cancelled -> admit waiting requests (first come, first served, while their rows fit
+    in max_batch) -> prefill at most `prefill_chunk` prompt tokens in all -> one core step for
+    every row -> deliver the new text
 
-Every row of the batch is one choice of one request, and the batch's `State` holds exactly
-those rows. A prompt is prefilled on its own state, in chunks of `prefill_chunk` tokens (one
-chunk per iteration for a long prompt, so the others keep decoding), then repeated for its `n`
-choices and joined with `State.cat`; finished rows are dropped with `State.select`. The model
-is exact per row, so under greedy decoding a request's text is the same as `engine.complete`
-alone with the same `prefill_chunk`, whatever else runs beside it. Each row samples with its
-own `torch.Generator`, so a seed reproduces a choice however the batch is made up.
+Every row is one choice of one request, a `Row` of the core's `Decoder`, whose state lives in
+preallocated slots (a State of max_batch rows made once). A prompt is prefilled on its own
+one-row state, in chunks of `prefill_chunk` tokens (one chunk per iteration for a long prompt,
+so the others keep decoding); its `n` choices join the decoder, and each one that goes on after
+its first token has that row copied into a free slot. A finished or cancelled row frees its
+slot, and the last row moves into it, so the live rows stay packed at the front. A step decodes
+the first n slots, n rounded up to a power of two (or max_batch), so a compiled decode step
+(`serve(compile=True)`) compiles once per block kind (recurrent, attention) and bucket: at
+most kinds * (ceil(log2(max_batch)) + 1) graphs, whatever the traffic.
+
+The model is exact per row and padding is invisible, so under greedy decoding a request's text
+is the same as `engine.complete` alone with the same `prefill_chunk`, whatever else runs beside
+it. Each row samples with its own `torch.Generator`, so a seed reproduces a choice however the
+batch is made up.
 
 Request handlers live on an asyncio loop. They call `submit` and `cancel` (thread-safe) and
 read `Delta`s and a closing `Done` from the request's asyncio.Queue, which the engine thread
@@ -34,9 +41,9 @@ from dataclasses import dataclass, field
 import torch
 
 from rgemma.models.state import State
-from rgemma.text.engine import TextStream
-from rgemma.text.generate import prefill
-from rgemma.text.sampling import SamplingParams, sample
+from rgemma.text.core import Decoder, Row, Slots, prefill, row_generator
+from rgemma.text.output import TextStep, TextStream
+from rgemma.text.sampling import SamplingParams
 from rgemma.text.tokenizer import Tokenizer
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -122,24 +129,6 @@ class _Prompt:
 
 
 @dataclass
-class _Row:
-    """One choice of one request: a row of the batched state."""
-
-    request: Request
-    index: int  # choice index in the response
-    stream: TextStream
-    generator: torch.Generator | None
-    history: list[int]  # prompt and generated ids, for the repetition penalty
-    last: int = -1  # the token to feed next
-    generated: int = 0
-
-    @property
-    def plain_greedy(self) -> bool:
-        s = self.request.params.sampling
-        return s.greedy and s.repetition_penalty == 1
-
-
-@dataclass
 class EngineStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -164,10 +153,11 @@ class BatchEngine:
             raise ValueError("max_batch and prefill_chunk must be >= 1, max_queue >= 0")
         self.model, self.tokenizer = model, tokenizer
         self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
-        self.eos = set(tokenizer.stop_ids)
+        self.eos = frozenset(tokenizer.stop_ids)
         self.stats = EngineStats()
-        self.state: State | None = None  # rows match self._rows
-        self._rows: list[_Row] = []
+        slots = Slots.allocate(model.config, max_batch, model.dtype, model.device)
+        self.decoder = Decoder(model, slots)  # rows are tagged (request, choice index)
+        _fit_recompile_limit(model, len(slots.buckets))
         self._prefilling: list[_Prompt] = []
         self._waiting: deque[Request] = deque()
         self._wake = threading.Condition()
@@ -239,7 +229,7 @@ class BatchEngine:
     @property
     def active_rows(self) -> int:
         """Rows decoding plus rows of prompts being prefilled."""
-        return len(self._rows) + sum(p.request.params.n for p in list(self._prefilling))
+        return len(self.decoder.live) + sum(p.request.params.n for p in list(self._prefilling))
 
     @property
     def queue_depth(self) -> int:
@@ -247,7 +237,7 @@ class BatchEngine:
 
     @property
     def idle(self) -> bool:
-        return not (self._waiting or self._prefilling or self._rows)
+        return not (self._waiting or self._prefilling or self.decoder.live)
 
     # ------------------------------------------------------------------ the engine thread
     def _loop(self) -> None:
@@ -286,9 +276,9 @@ class BatchEngine:
         self._flush()
 
     def _drop_cancelled(self) -> None:
-        keep = [i for i, r in enumerate(self._rows) if not r.request.cancelled]
-        if len(keep) < len(self._rows):
-            self._keep_rows(keep)
+        for row in self.decoder.live:
+            if row.tag[0].cancelled:
+                self.decoder.leave(row)
         self._prefilling = [p for p in self._prefilling if not p.request.cancelled]
         with self._wake:
             if any(r.cancelled for r in self._waiting):
@@ -318,91 +308,58 @@ class BatchEngine:
                 self._join(p, logits)
 
     def _join(self, p: _Prompt, logits: torch.Tensor) -> None:
-        """Sample the first token of each choice; the rows that go on join the batch."""
+        """The prompt's `n` choices join the decoder; its state is copied into a slot for
+        each choice that goes on after its first token (sampled at the next core step)."""
         request, n = p.request, p.request.params.n
         self.stats.prompt_tokens += len(p.ids)
-        rows = [self._new_row(request, p.index * n + j, p.ids, j) for j in range(n)]
-        going = self._advance(rows, logits.expand(n, -1))
-        if going:
-            state = p.state.select([0] * len(going))
-            self.state = state if self.state is None else State.cat([self.state, state])
-            self._rows += [rows[i] for i in going]
+        for j in range(n):
+            self.decoder.join(self._new_row(request, p.index * n + j, p.ids, j), logits[0], p.state)
 
-    def _new_row(self, request: Request, index: int, prompt: list[int], j: int) -> _Row:
+    def _new_row(self, request: Request, index: int, prompt: list[int], j: int) -> Row:
         params = request.params
+        sampling = params.sampling
         generator = None
-        if not params.sampling.greedy:
-            generator = torch.Generator(device=self.model.device)
-            if params.seed is None:
-                generator.seed()
-            else:
-                generator.manual_seed((params.seed + j) % 2**64)
-        return _Row(request, index, TextStream(self.tokenizer, params.stop, prompt), generator, list(prompt))
+        if not sampling.greedy:  # choice j: seed + j; no seed: fresh entropy
+            generator = row_generator(None if params.seed is None else params.seed + j, self.model.device)
+        return Row(
+            sampling,
+            params.max_tokens,
+            frozenset() if params.ignore_eos else self.eos,
+            generator,
+            TextStream(self.tokenizer, params.stop, prompt),
+            history=list(prompt) if sampling.repetition_penalty != 1 else [],
+            tag=(request, index),
+        )
 
     def _decode(self) -> None:
-        if not self._rows:
+        """One core step: every live row gets a token (decoded, or its first from prefill)."""
+        if not self.decoder.live:
             return
         start = time.perf_counter()
-        ids = torch.tensor([r.last for r in self._rows], device=self.model.device)
-        active = torch.ones_like(ids, dtype=torch.bool)
-        logits = self.model.decode_step(ids, active, self.state)  # updates self.state in place
-        rows = len(self._rows)
-        going = self._advance(self._rows, logits)
-        if len(going) < rows:
-            self._keep_rows(going)
-        self.stats.decode_tokens += rows
-        self.stats.decode_seconds += time.perf_counter() - start
+        events = self.decoder.step()
+        if self.decoder.decoded:
+            self.stats.decode_tokens += self.decoder.decoded
+            self.stats.decode_seconds += time.perf_counter() - start
+        self._count(len(events))
+        for row, step in events:
+            self._deliver(row, step)
 
-    def _keep_rows(self, keep: list[int]) -> None:
-        self.state = self.state.select(keep) if keep else None
-        self._rows = [self._rows[i] for i in keep]
-
-    def _advance(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
-        """Sample a token per row and emit its text; the indices of the rows that go on."""
-        tokens = self._sample(rows, logits)
-        self.stats.completion_tokens += len(rows)
-        self.stats.recent.append((time.monotonic(), len(rows)))
-        while self.stats.recent and time.monotonic() - self.stats.recent[0][0] > THROUGHPUT_WINDOW_S:
+    def _count(self, tokens: int) -> None:
+        now = time.monotonic()
+        self.stats.completion_tokens += tokens
+        self.stats.recent.append((now, tokens))
+        while self.stats.recent and now - self.stats.recent[0][0] > THROUGHPUT_WINDOW_S:
             self.stats.recent.popleft()
-        return [i for i, (row, token) in enumerate(zip(rows, tokens)) if not self._emit(row, token)]
 
-    def _sample(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
-        """Plain greedy rows in one argmax; every other row with its own params and generator."""
-        tokens = [0] * len(rows)
-        greedy = [i for i, r in enumerate(rows) if r.plain_greedy]
-        if greedy:
-            ids, _ = sample(logits[greedy], GREEDY, None)
-            for i, t in zip(greedy, ids.tolist()):
-                tokens[i] = t
-        for i, row in enumerate(rows):
-            if row.plain_greedy:
-                continue
-            params = row.request.params.sampling
-            prev = None
-            if params.repetition_penalty != 1:
-                prev = torch.tensor([row.history], device=logits.device)
-            tokens[i] = int(sample(logits[i : i + 1], params, row.generator, prev)[0])
-        return tokens
-
-    def _emit(self, row: _Row, token: int) -> str | None:
-        """Feed `token` to the row's text stream, as engine._run does; its finish reason."""
-        params = row.request.params
-        row.generated += 1
-        row.last = token
-        row.history.append(token)
-        is_eos = token in self.eos and not params.ignore_eos
-        text, hit = ("", False) if is_eos else row.stream.push(token)
-        reason = "stop" if is_eos or hit else "length" if row.generated >= params.max_tokens else None
-        if reason is not None:
-            text += row.stream.finish()
-        if text or reason:
-            self._send(row.request, Delta(row.index, text, reason))
-        if reason is not None:
+    def _deliver(self, row: Row, step: TextStep) -> None:
+        request, index = row.tag
+        if step.text or step.finish_reason:
+            self._send(request, Delta(index, step.text, step.finish_reason))
+        if step.finish_reason is not None:
             self._close_row(row)
-        return reason
 
-    def _close_row(self, row: _Row) -> None:
-        request = row.request
+    def _close_row(self, row: Row) -> None:
+        request = row.tag[0]
         request.open_rows -= 1
         request.completion_tokens += row.generated
         if request.open_rows == 0:
@@ -414,9 +371,10 @@ class BatchEngine:
         with self._wake:
             waiting, self._waiting = list(self._waiting), deque()
         requests = dict.fromkeys(
-            [*waiting, *(p.request for p in self._prefilling), *(r.request for r in self._rows)]
+            [*waiting, *(p.request for p in self._prefilling), *(r.tag[0] for r in self.decoder.live)]
         )
-        self._prefilling, self._rows, self.state = [], [], None
+        self._prefilling = []
+        self.decoder.clear()
         for request in requests:
             if not request.finished:
                 request.finished = True
@@ -425,7 +383,9 @@ class BatchEngine:
         self._flush()
 
     def _state_bytes(self) -> int:
-        total = self.state.nbytes() if self.state is not None else 0
+        """State held for live rows: their slots, and the states of prompts being prefilled
+        (the slots' memory is allocated once, at max_batch rows)."""
+        total = len(self.decoder.live) * self.decoder.slots.row_bytes()
         return total + sum(p.state.nbytes() for p in self._prefilling if p.state is not None)
 
     # ------------------------------------------------------------------ delivery
@@ -441,6 +401,18 @@ class BatchEngine:
                 request.loop.call_soon_threadsafe(_put_all, request.queue, events)
             except RuntimeError:  # its event loop is closed: nobody is listening
                 pass
+
+
+def _fit_recompile_limit(model, buckets: int) -> None:
+    """Let torch.compile keep a graph per block kind and bucket, the bound of a compiled
+    server step (dynamo's default limit of 8 would fall back to eager past it). Without
+    torch._dynamo imported nothing is compiled, and importing it would only cost time."""
+    if "torch._dynamo" not in sys.modules:
+        return
+    kinds = len(set(model.config.layers_block_type))
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), kinds * buckets))
 
 
 def _put_all(queue: asyncio.Queue, events: list) -> None:

@@ -1,10 +1,9 @@
 """Text in, text out: the generation engine shared by the CLI, the chat and the server.
 
 `stream()` yields one `TextStep` per generated token of one prompt, `complete()` runs a batch of
-prompts to the end. Both sit on the token-level `prefill`/`decode` of generate.py and add
-what text needs: a streaming detokenizer per row and stop strings with hold-back, so no part of
-a stop string is ever emitted. `ChatSession` keeps the state between turns so a chat never
-re-reads its history.
+prompts to the end. Both are the generation core (core.py: prefill, then a Decoder whose rows
+carry a TextStream each, the detokenizer with stop strings held back that the server uses too).
+`ChatSession` keeps the state between turns so a chat never re-reads its history.
 """
 
 from __future__ import annotations
@@ -15,66 +14,10 @@ from dataclasses import dataclass, field
 import torch
 
 from rgemma.models.state import State
-from rgemma.text.generate import PREFILL_CHUNK, decode, prefill
-from rgemma.text.sampling import PAD_ID, SamplingParams
+from rgemma.text.core import PREFILL_CHUNK, Decoder, Row, Slots, prefill, row_generator
+from rgemma.text.output import TextStep, TextStream
+from rgemma.text.sampling import SamplingParams
 from rgemma.text.tokenizer import Tokenizer
-
-
-@dataclass
-class TextStep:
-    """One generated token: its id, the text it makes printable, its logprob, and why the
-    sequence ended (None while it goes on; "stop" for EOS or a stop string, else "length")."""
-
-    token_id: int
-    text: str
-    logprob: float
-    finish_reason: str | None = None
-
-
-class TextStream:
-    """Per-row text: detokenize incrementally and hold back any tail that could begin a stop
-    string. `push` returns (printable text, hit a stop string)."""
-
-    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = (), prompt: Sequence[int] = ()):
-        self.detok = tokenizer.detokenizer()
-        if prompt:  # continue the prompt's text: "Once upon a time" + ", there was"
-            self.detok.prime(prompt)
-        self.stop = [s for s in stop if s]
-        self.held = ""
-        self.stopped = False
-
-    def push(self, token_id: int) -> tuple[str, bool]:
-        if self.stopped:
-            return "", True
-        self.held += self.detok.push(token_id)
-        return self._release(final=False)
-
-    def finish(self) -> str:
-        """The rest of the text at the end of the sequence (nothing after a stop string)."""
-        if self.stopped:
-            return ""
-        self.held += self.detok.flush()
-        return self._release(final=True)[0]
-
-    def _release(self, final: bool) -> tuple[str, bool]:
-        hits = [i for i in (self.held.find(s) for s in self.stop) if i >= 0]
-        if hits:
-            out, self.held, self.stopped = self.held[: min(hits)], "", True
-            return out, True
-        keep = 0 if final else _longest_stop_prefix_suffix(self.held, self.stop)
-        out, self.held = self.held[: len(self.held) - keep], self.held[len(self.held) - keep :]
-        return out, False
-
-
-def _longest_stop_prefix_suffix(text: str, stops: Sequence[str]) -> int:
-    """Length of the longest tail of `text` that is a proper prefix of some stop string."""
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:k]):
-                best = k
-                break
-    return best
 
 
 @dataclass
@@ -147,66 +90,40 @@ def _run(
     primes: list[list[int]] | None = None,
 ) -> Iterator[list[TextStep | None]]:
     """The batched loop: per step, a TextStep for each row still generating (else None)."""
-    device = model.device
-    if logits is not None and state is not None and not any(prompts):
-        ids, mask = torch.empty(len(prompts), 0, dtype=torch.long, device=device), None
-    else:
+    if logits is None or state is None or any(prompts):
         for i, p in enumerate(prompts):
             if not p:
                 raise ValueError(f"empty prompt (row {i}): nothing to continue from")
-        ids, mask = left_pad(prompts, tokenizer.pad_id or 0, device)
+        ids, mask = left_pad(prompts, tokenizer.pad_id or 0, model.device)
         logits, state = prefill(model, ids, mask, state, config.prefill_chunk)
     if config.max_new_tokens == 0:
         return
-    eos = tokenizer.stop_ids if config.eos_ids is None else list(config.eos_ids)
-    generator = None
-    if config.seed is not None:
-        generator = torch.Generator(device=device).manual_seed(config.seed)
     primes = [p or q for p, q in zip(prompts, primes or [[]] * len(prompts))]
-    streams = [TextStream(tokenizer, config.stop, p) for p in primes]
-    prev = ids.masked_fill(mask == 0, PAD_ID) if mask is not None else ids
-    stopper = _StopStrings(streams)
-    for step in decode(
-        model,
-        logits,
-        state,
-        config.sampling,
-        config.max_new_tokens,
-        eos,
-        tokenizer.pad_id or 0,
-        generator,
-        prev,
-        stop_rows=stopper,
-    ):
-        yield [_text_step(stopper, streams[r], step, r) for r in range(len(prompts))]
+    decoder = Decoder(model, Slots(state), pack=False)  # the rows stay where the caller's state has them
+    decoder.adopt(_rows(tokenizer, prompts, primes, config, model.device), logits)
+    while decoder.live:
+        steps: list[TextStep | None] = [None] * len(prompts)
+        for row, step in decoder.step():
+            steps[row.tag] = step
+        yield steps
 
 
-class _StopStrings:
-    """Feeds each sampled token to its row's TextStream; tells decode() which rows hit a stop
-    string, and keeps the text each row produced at this step."""
-
-    def __init__(self, streams: list[TextStream]):
-        self.streams = streams
-        self.pieces: list[str] = [""] * len(streams)
-
-    def __call__(self, tokens: torch.Tensor, active: torch.Tensor, eos: torch.Tensor) -> torch.Tensor:
-        hit = torch.zeros_like(active)
-        for r, (tok, act, is_eos) in enumerate(zip(tokens.tolist(), active.tolist(), eos.tolist())):
-            if not act or is_eos:
-                self.pieces[r] = ""
-                continue
-            self.pieces[r], hit[r] = self.streams[r].push(tok)
-        return hit
-
-
-def _text_step(stopper: _StopStrings, stream_: TextStream, step, row: int) -> TextStep | None:
-    if not bool(step.active[row]):
-        return None
-    reason = step.finish_reason[row]
-    text = stopper.pieces[row]
-    if reason is not None:
-        text += stream_.finish()
-    return TextStep(int(step.token_ids[row]), text, float(step.logprobs[row]), reason)
+def _rows(tokenizer: Tokenizer, prompts, primes, config: GenerationConfig, device) -> list[Row]:
+    """One Row per prompt; with a seed, row i samples with its own generator seeded seed + i."""
+    eos = frozenset(tokenizer.stop_ids if config.eos_ids is None else config.eos_ids)
+    sampled = config.seed is not None and not config.sampling.greedy
+    return [
+        Row(
+            config.sampling,
+            config.max_new_tokens,
+            eos,
+            row_generator(config.seed + i, device) if sampled else None,
+            TextStream(tokenizer, config.stop, prime),
+            history=list(prompt),
+            tag=i,
+        )
+        for i, (prompt, prime) in enumerate(zip(prompts, primes))
+    ]
 
 
 def left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -1,109 +1,17 @@
-"""Token-level generation: chunked prefill, then an iterator of decode steps.
-
-`prefill` reads a prompt of any length in chunks of bounded size (the state is fixed-size, so
-nothing is ever cut). `decode` yields one `Step` per new token for every row; rows finish
-independently (EOS or budget) and finished rows are fed as padding, which the model ignores.
-`generate` is the transformers-shaped wrapper: prompt plus new tokens, as a (B, T+N) tensor.
-The model knows nothing of text; the text layer builds on these steps.
+"""`generate`, the transformers-shaped wrapper of the generation core (core.py): prompt plus
+new tokens as a (B, T+N) tensor. Rows finish independently (EOS or budget); a finished row's
+columns hold the pad id, and the core feeds it as padding, which the model ignores.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 
 from rgemma.models.state import State
-from rgemma.text.sampling import PAD_ID, SamplingParams, sample
-
-PREFILL_CHUNK = 2048
-
-
-@dataclass
-class Step:
-    """One decode step for a batch. Rows already finished before this step carry `pad`."""
-
-    token_ids: torch.Tensor  # (B,) long
-    logprobs: torch.Tensor  # (B,) float
-    active: torch.Tensor  # (B,) bool: the row produced a real token at this step
-    finish_reason: list[str | None]  # per row: "stop" (EOS), "length", or None (continuing)
-
-
-@torch.no_grad()
-def prefill(
-    model,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    state: State | None = None,
-    chunk_size: int = PREFILL_CHUNK,
-) -> tuple[torch.Tensor, State]:
-    """Run a (left-padded) prompt through the model in chunks; return the last logits (B, V)
-    and the state after the prompt. `state` continues an earlier prefix (updated in place)."""
-    if chunk_size <= 0:
-        raise ValueError(f"prefill chunk size must be positive, got {chunk_size}")
-    if input_ids.ndim != 2 or input_ids.shape[1] == 0:
-        raise ValueError(f"empty prompt: input_ids has shape {tuple(input_ids.shape)}")
-    if (
-        attention_mask is not None
-        and tuple(attention_mask.shape) == tuple(input_ids.shape)
-        and not attention_mask.bool().any(1).all()
-    ):
-        row = int((~attention_mask.bool().any(1)).nonzero()[0])
-        raise ValueError(f"empty prompt: row {row} is all padding")
-    T = input_ids.shape[1]
-    for s in range(0, T, chunk_size):
-        mask = attention_mask[:, s : s + chunk_size] if attention_mask is not None else None
-        if s + chunk_size < T:  # only the last chunk needs logits: skip the LM head
-            state = model.model(
-                input_ids[:, s : s + chunk_size], attention_mask=mask, cache=state, use_cache=True
-            ).cache
-            continue
-        out = model(input_ids[:, s:], attention_mask=mask, cache=state, use_cache=True, logits_to_keep=1)
-    return out.logits[:, -1], out.cache
-
-
-@torch.no_grad()
-def decode(
-    model,
-    logits: torch.Tensor,
-    state: State,
-    params: SamplingParams,
-    max_new_tokens: int,
-    eos_ids: Sequence[int] = (),
-    pad_id: int = 0,
-    generator: torch.Generator | None = None,
-    prev_ids: torch.Tensor | None = None,
-    stop_rows=None,
-) -> Iterator[Step]:
-    """Sample from `logits`, feed the token back, repeat. `prev_ids` (B, N) feeds the
-    repetition penalty (pads as -1). `stop_rows(tokens, active, is_eos)`, if given, returns
-    the rows that must stop after this token (a stop string, say). The state is advanced in
-    place; the last sampled token of a row is never fed."""
-    B = logits.shape[0]
-    device = logits.device
-    eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
-    active = torch.ones(B, dtype=torch.bool, device=device)
-    penalise = params.repetition_penalty != 1  # only then is the history needed
-    history = prev_ids if prev_ids is not None else torch.empty(B, 0, dtype=torch.long, device=device)
-    for i in range(max_new_tokens):
-        tokens, logprobs = sample(logits, params, generator, history if penalise else None)
-        tokens = torch.where(active, tokens, pad_id)
-        is_eos = torch.isin(tokens, eos) & active
-        if stop_rows is not None:
-            is_eos = is_eos | (stop_rows(tokens, active, is_eos) & active)
-        last = i == max_new_tokens - 1
-        reasons = [
-            ("stop" if e else "length" if last else None) if a else None
-            for a, e in zip(active.tolist(), is_eos.tolist())
-        ]
-        yield Step(tokens, logprobs, active.clone(), reasons)
-        if penalise:  # growing it every step would copy O(N^2) ids for nothing
-            history = torch.cat([history, torch.where(active, tokens, PAD_ID)[:, None]], dim=1)
-        active = active & ~is_eos
-        if last or not active.any():
-            return
-        logits = model.decode_step(tokens, active, state)  # trusted inputs: no validation
+from rgemma.text.core import PREFILL_CHUNK, Decoder, Row, Slots, prefill
+from rgemma.text.sampling import SamplingParams
 
 
 def generate(
@@ -162,15 +70,32 @@ def generate(
     if streamer is not None:
         streamer.put(input_ids.cpu())
     logits, state = prefill(model, input_ids, attention_mask, cache, prefill_chunk_size)
-    prev = input_ids if attention_mask is None else input_ids.masked_fill(attention_mask == 0, PAD_ID)
+    eos_ids = frozenset(eos)
+    rows = [
+        Row(params, new, eos_ids, generator, history=_seen(input_ids, attention_mask, i, params), tag=i)
+        for i in range(input_ids.shape[0])
+    ]
+    decoder = Decoder(model, Slots(state), pack=False)  # a caller's `cache` keeps its row order
+    decoder.adopt(rows, logits)
     out = [input_ids]
-    for step in decode(model, logits, state, params, new, eos, pad, generator, prev):
-        out.append(step.token_ids[:, None])
+    while decoder.live:
+        column = torch.full((len(rows),), pad, dtype=torch.long)
+        for row, step in decoder.step():
+            column[row.tag] = step.token_id
+        out.append(column[:, None].to(input_ids.device))
         if streamer is not None:
-            streamer.put(step.token_ids.cpu())
+            streamer.put(column)
     if streamer is not None:
         streamer.end()
     return torch.cat(out, dim=1)
+
+
+def _seen(input_ids: torch.Tensor, mask: torch.Tensor | None, row: int, params: SamplingParams) -> list[int]:
+    """Row `row`'s prompt ids without padding, for the repetition penalty (only read then)."""
+    if params.repetition_penalty == 1:
+        return []
+    ids = input_ids[row] if mask is None else input_ids[row][mask[row].bool()]
+    return ids.tolist()
 
 
 def _budget(prompt_len: int, max_new_tokens: int | None, max_length: int | None) -> int:

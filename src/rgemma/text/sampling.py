@@ -13,6 +13,7 @@ temperature and the truncation filters skipped. Randomness comes only from the e
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -125,15 +126,16 @@ def apply_min_p(logits: torch.Tensor, min_p: float) -> torch.Tensor:
 def sample(
     logits: torch.Tensor,
     params: SamplingParams,
-    generator: torch.Generator | None,
+    generator: torch.Generator | Sequence[torch.Generator | None] | None,
     prev_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per row. logits: (B, V); prev_ids: (B, N) or None.
 
     Returns (token_ids (B,), logprobs (B,)). The logprob is the chosen token's log-softmax
     under the penalised, temperature-scaled distribution, before top-k/top-p/min-p
-    truncation (for greedy: the penalised logits at temperature 1). The generator must be
-    on the logits' device; None uses torch's global RNG.
+    truncation (for greedy: the penalised logits at temperature 1). `generator` is one
+    generator for the batch, or one per row (rows may share one): see `uniforms`. Generators
+    must be on the logits' device; None uses torch's global RNG.
     """
     logits = apply_repetition_penalty(logits.float(), prev_ids, params.repetition_penalty)
     if params.greedy:
@@ -141,6 +143,28 @@ def sample(
     else:
         logits = apply_temperature(logits, params.temperature)
         kept = apply_min_p(apply_top_p(apply_top_k(logits, params.top_k), params.top_p), params.min_p)
-        token_ids = torch.multinomial(kept.softmax(dim=-1), 1, generator=generator).squeeze(1)
+        token_ids = draw(kept.softmax(dim=-1), uniforms(generator, logits.shape[0], logits.device))
     logprobs = logits.log_softmax(dim=-1).gather(1, token_ids[:, None]).squeeze(1)
     return token_ids, logprobs
+
+
+def uniforms(
+    generator: torch.Generator | Sequence[torch.Generator | None] | None, rows: int, device
+) -> torch.Tensor:
+    """One float64 in [0, 1) per row. With a sequence of generators, row i's number comes from
+    generator i alone (drawn in row order), so a row's choice never depends on its batch."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand(rows, generator=generator, device=device, dtype=torch.float64)
+    if len(generator) != rows:
+        raise ValueError(f"{len(generator)} generators for {rows} rows")
+    return torch.cat([torch.rand(1, generator=g, device=device, dtype=torch.float64) for g in generator])
+
+
+def draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling: per row, the first token whose cumulative probability exceeds
+    u times the total. probs: (B, V), u: (B,) in [0, 1). Tokens of probability 0 are never
+    drawn; one uniform per row is what lets each row use its own generator in one batched op."""
+    cdf = probs.double().cumsum(dim=-1)
+    total = cdf[:, -1:]
+    target = torch.minimum(u[:, None] * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target, right=True)[:, 0]
