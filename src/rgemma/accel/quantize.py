@@ -16,7 +16,9 @@ dequantized copy, but compute-bound at ~14 G weights/s on 2 cores). Otherwise (p
 devices) the fallback dequantizes and calls F.linear. Measured in the README (Speed).
 
 Checkpoint format (shared with `rgemma convert`): for each quantized Linear `X`,
-`X.weight` int8 (out, in) and `X.weight_scale` (out,) float; config.json has
+`X.weight` int8 (out, in) and `X.weight_scale` (out,) in the checkpoint's dtype (exports
+written before the quantizer was shared hold float32 scales; they load the same way, cast to
+the model's dtype); config.json has
 `"quantization": {"method": "int8-weight-only", ...}`. `load_quantized_state` takes those.
 """
 
@@ -43,12 +45,25 @@ def quantize_weight(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """W (out, in) -> (q int8 (out, in), scale (out,) in `scale_dtype`, default W's dtype).
 
-    The scale is rounded to `scale_dtype` before q is computed, so q * scale is the closest
-    int8 grid to W that this scale dtype can express."""
+    The one int8 quantizer: `--quantize int8` at load and `rgemma convert --quantize int8`
+    both call it, so they give the same bytes for the same weights. The scale, max|W_row| / 127,
+    is rounded to the dtype it is used in (the model's) before q is computed, so q * scale is
+    the nearest int8 grid that this dtype can express: dequantizing adds no error beyond
+    scale/2 per element. A row whose scale is 0 (all zeros, or so small that the scale
+    underflows, as in float16 for max|W_row| under ~4e-6) gets scale 1 instead: q is then 0 and
+    finite, where a zero scale would give 0/0 = NaN."""
     w = weight.detach().float()
-    scale = (w.abs().amax(dim=1) / 127).clamp_min(1e-12).to(scale_dtype or weight.dtype)
+    scale = (w.abs().amax(dim=1) / 127).to(scale_dtype or weight.dtype)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     q = torch.round(w / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8)
     return q, scale
+
+
+def dequantize_weight(
+    q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """q * scale[:, None] as `dtype`: within scale/2 of the weight `quantize_weight` took."""
+    return (q.float() * scale.float()[:, None]).to(dtype)
 
 
 class Int8Linear(nn.Module):

@@ -21,11 +21,13 @@ int8 weight-only layout (`quantize="int8"`)
 -------------------------------------------
 Every nn.Linear weight except the tied LM head (linear_x/linear_y/linear_out, q/k/v/o_proj,
 gate/up/down_proj) `X.weight` is stored as two tensors:
-    X.weight        int8     [out, in]   q = round(w / scale), within [-127, 127]
-    X.weight_scale  float32  [out]       scale = max_j |w[i, j]| / 127  (1.0 for an all-zero row)
-so w ~= q * scale[:, None], within scale/2 per element (`dequantize_int8`). Symmetric, per output
-channel, computed in float32 from the source weights. Biases, the embedding, norms, conv_1d and
-rg_lru parameters stay in the checkpoint dtype (config.json `torch_dtype`). config.json gains
+    X.weight        int8   [out, in]   q = round(w / scale), within [-127, 127]
+    X.weight_scale  dtype  [out]       scale = max_j |w[i, j]| / 127 in the output dtype
+so w ~= q * scale[:, None], within scale/2 per element. Symmetric, per output channel, by
+rgemma.accel.quantize.quantize_weight (the quantizer `--quantize int8` uses at load) applied to
+the weight in the output dtype: the bytes equal those of converting without --quantize and
+quantizing at load. Biases, the embedding, norms, conv_1d and rg_lru parameters stay in the
+checkpoint dtype (config.json `torch_dtype`). config.json gains
     "quantization": {"method": "int8-weight-only", "group_size": null, "modules": [X, ...]}
 listing the quantized modules by name, e.g. "model.layers.0.temporal_block.linear_x".
 """
@@ -43,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+from rgemma.accel.quantize import METHOD, quantize_weight
 from rgemma.convert.deepmind import (
     DEEPMIND_FLAX_RULES,
     DEEPMIND_TORCH_RULES,
@@ -68,8 +71,6 @@ __all__ = [
     "add_convert_arguments",
     "convert",
     "deepmind_to_hf",
-    "dequantize_int8",
-    "quantize_int8",
     "run_convert",
 ]
 
@@ -183,21 +184,6 @@ def _plan(fmt: str, source, src: Path, preset, window, cap, embedding_scale):
     return config, steps, linears
 
 
-# --------------------------------------------------------------------------- int8
-def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-output-channel int8: (q int8 [out, in], scale float32 [out])."""
-    w = w.float()
-    amax = w.abs().amax(dim=1)
-    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
-    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
-    return q, scale
-
-
-def dequantize_int8(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """q * scale[:, None] as `dtype`: within scale/2 of the original weight."""
-    return (q.float() * scale.float()[:, None]).to(dtype)
-
-
 def _out_entries(steps: list[Step], dtype: torch.dtype, quantized: set[str]) -> list[OutEntry]:
     entries = []
     for step in steps:
@@ -205,7 +191,7 @@ def _out_entries(steps: list[Step], dtype: torch.dtype, quantized: set[str]) -> 
             if target in quantized:
                 entries += [
                     OutEntry(target, torch.int8, shape),
-                    OutEntry(target + "_scale", torch.float32, shape[:1]),
+                    OutEntry(target + "_scale", dtype, shape[:1]),
                 ]
             else:
                 entries.append(OutEntry(target, dtype, shape))
@@ -213,8 +199,8 @@ def _out_entries(steps: list[Step], dtype: torch.dtype, quantized: set[str]) -> 
 
 
 def _encode(name: str, t: torch.Tensor, dtype: torch.dtype, quantized: set[str]):
-    if name in quantized:
-        q, scale = quantize_int8(t)
+    if name in quantized:  # what the unquantized export would hold, quantized as at load
+        q, scale = quantize_weight(t.to(dtype), dtype)
         return [(name, q), (name + "_scale", scale)]
     return [(name, t.to(dtype))]
 
@@ -373,7 +359,7 @@ def _config_dict(config: RecurrentGemmaConfig, dtype: torch.dtype, quantized_mod
     out["torch_dtype"] = out["dtype"] = str(dtype).removeprefix("torch.")
     out.pop("quantization", None)
     if quantized_modules:
-        out["quantization"] = {"method": "int8-weight-only", "group_size": None, "modules": quantized_modules}
+        out["quantization"] = {"method": METHOD, "group_size": None, "modules": quantized_modules}
     return out
 
 
