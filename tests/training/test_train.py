@@ -32,7 +32,6 @@ from rgemma.training.trainer import (
     merged_weights,
     param_groups,
     train,
-    write_model,
 )
 
 VOCAB = 512
@@ -425,12 +424,3 @@ def test_cli_flags_reach_train(tmp_path):
     )
     assert args.data == ["a.jsonl", "b.txt"] and args.lora_rank == 16 and args.merge
     assert args.grad_accum == 4 and args.bf16 and args.progress and args.model is None
-
-
-def test_write_model_round_trips(tmp_path):
-    model = random_model()
-    write_model(tmp_path, {k: v for k, v in model.state_dict().items()}, model.config)
-    again = RecurrentGemmaForCausalLM.from_pretrained(tmp_path)
-    ids = torch.randint(0, 97, (1, 12))
-    with torch.no_grad():
-        torch.testing.assert_close(again(ids).logits, model(ids).logits)

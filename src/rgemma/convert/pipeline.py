@@ -45,7 +45,7 @@ from pathlib import Path
 
 import torch
 
-from rgemma.accel.quantize import METHOD, quantize_weight
+from rgemma.accel.quantize import quantize_weight
 from rgemma.convert.deepmind import (
     DEEPMIND_FLAX_RULES,
     DEEPMIND_TORCH_RULES,
@@ -58,11 +58,13 @@ from rgemma.convert.deepmind import (
     match_rule,
     source_name,
 )
-from rgemma.convert.sources import OutEntry, ShardWriter, TensorInfo, detect_format, one_line, open_source
+from rgemma.convert.sources import TensorInfo, detect_format, one_line, open_source
 from rgemma.convert.tokenizer import install_tokenizer
 from rgemma.io.atomic import atomic_directory
 from rgemma.io.checkpoint_files import parse_dtype, parse_size, resolve_model_dir, write_config
+from rgemma.io.shards import ShardEntry, ShardWriter
 from rgemma.models.config import PRESETS, RecurrentGemmaConfig
+from rgemma.pretrained.checkpoint import checkpoint_config
 
 __all__ = [
     "DEEPMIND_FLAX_RULES",
@@ -184,17 +186,17 @@ def _plan(fmt: str, source, src: Path, preset, window, cap, embedding_scale):
     return config, steps, linears
 
 
-def _out_entries(steps: list[Step], dtype: torch.dtype, quantized: set[str]) -> list[OutEntry]:
+def _out_entries(steps: list[Step], dtype: torch.dtype, quantized: set[str]) -> list[ShardEntry]:
     entries = []
     for step in steps:
         for target, shape in zip(step.targets, step.shapes):
             if target in quantized:
                 entries += [
-                    OutEntry(target, torch.int8, shape),
-                    OutEntry(target + "_scale", dtype, shape[:1]),
+                    ShardEntry(target, torch.int8, shape),
+                    ShardEntry(target + "_scale", dtype, shape[:1]),
                 ]
             else:
-                entries.append(OutEntry(target, dtype, shape))
+                entries.append(ShardEntry(target, dtype, shape))
     return entries
 
 
@@ -256,7 +258,7 @@ def convert(
                 config = _with_tokenizer_ids(config, tmp)
             elif fmt == "hf":
                 _copy_extras(src, tmp)
-            write_config(tmp, _config_dict(config, out_dtype, [m for m in linears if quantize]))
+            write_config(tmp, checkpoint_config(config, out_dtype, [m for m in linears if quantize]))
             if tokenizer is None and fmt == "hf" and (src / "generation_config.json").is_file():
                 shutil.copyfile(src / "generation_config.json", tmp / "generation_config.json")
     finally:
@@ -352,15 +354,6 @@ def _copy_extras(src: Path, out: Path) -> None:
     for name in COPIED:
         if (src / name).is_file():
             shutil.copyfile(src / name, out / name)
-
-
-def _config_dict(config: RecurrentGemmaConfig, dtype: torch.dtype, quantized_modules: list[str]) -> dict:
-    out = config.to_dict()
-    out["torch_dtype"] = out["dtype"] = str(dtype).removeprefix("torch.")
-    out.pop("quantization", None)
-    if quantized_modules:
-        out["quantization"] = {"method": METHOD, "group_size": None, "modules": quantized_modules}
-    return out
 
 
 # --------------------------------------------------------------------------- CLI

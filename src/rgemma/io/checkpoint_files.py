@@ -1,5 +1,6 @@
 """Checkpoint directories on disk, without a model: where they are (a path, the local HF
-cache, the bundled model), which weight files they hold, and writing config and safetensors."""
+cache, the bundled model), which weight files they hold, and writing config.json (the
+safetensors writer is rgemma.io.shards)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -138,31 +138,6 @@ def write_config(out: Path, config: dict) -> None:
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     gen = {k: config.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-
-
-def write_shards(out: Path, tensors: dict[str, torch.Tensor], max_bytes: int) -> None:
-    """One model.safetensors, or numbered shards of at most max_bytes plus an index."""
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for name, t in tensors.items():
-        n = t.numel() * t.element_size()
-        if shards[-1] and size + n > max_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][name] = t
-        size += n
-    meta = {"format": "pt"}
-    if len(shards) == 1:
-        save_file(shards[0], str(out / SINGLE), metadata=meta)
-        return
-    weight_map = {}
-    for i, shard in enumerate(shards, 1):
-        fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(out / fname), metadata=meta)
-        weight_map.update({k: fname for k in shard})
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (out / INDEX).write_text(json.dumps(index, indent=2) + "\n")
 
 
 def is_weight_file(path: Path) -> bool:

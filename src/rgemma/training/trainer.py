@@ -40,8 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from rgemma.io.atomic import atomic_directory
-from rgemma.io.checkpoint_files import parse_size, resolve_model_dir, write_config, write_shards
+from rgemma.io.checkpoint_files import resolve_model_dir
 from rgemma.models.config import PRESETS, RecurrentGemmaConfig
+from rgemma.pretrained.checkpoint import write_checkpoint
 from rgemma.pretrained.classes import RecurrentGemmaForCausalLM
 from rgemma.text.tokenizer import Tokenizer
 from rgemma.training.data import (
@@ -613,7 +614,7 @@ class Trainer:
             if not merge:
                 return
             weights = merged_weights(weights, self.cfg.alpha / self.cfg.lora_rank)
-        write_model(tmp, weights, self.base_config)
+        write_checkpoint(tmp, weights, self.base_config)
 
     def _trainer_state(self, optim: dict) -> dict[str, Any]:
         state = {
@@ -662,19 +663,6 @@ def find_checkpoint(path: str | Path) -> Path:
     if not found:
         raise FileNotFoundError(f"no checkpoint to resume in {path} (expected {STATE_FILE})")
     return max(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
-def write_model(out: Path, weights: dict[str, torch.Tensor], config: RecurrentGemmaConfig) -> None:
-    """config.json and (sharded) safetensors, as save_pretrained writes them."""
-    tensors = {
-        k: v.contiguous()
-        for k, v in weights.items()
-        if not (k == "lm_head.weight" and config.tie_word_embeddings)
-    }
-    data = config.to_dict()
-    data["torch_dtype"] = data["dtype"] = str(next(iter(tensors.values())).dtype).split(".")[-1]
-    write_config(out, data)
-    write_shards(out, tensors, parse_size("2GB"))
 
 
 def write_adapter(out: Path, weights: dict[str, torch.Tensor], lora_config, base: str) -> None:
