@@ -25,7 +25,7 @@ from rgemma import RecurrentGemmaForCausalLM
 from rgemma.bundled.corpus import write_corpus
 from rgemma.bundled.tokenizer_train import train_tokenizer
 from rgemma.text.tokenizer import Tokenizer
-from rgemma.training.data import IGNORE, pack, read_records, tokenize_chat, tokenize_text
+from rgemma.training.data import IGNORE, pack, tokenize_chat, tokenize_text
 from rgemma.training.trainer import (
     add_train_arguments,
     lr_factor,
@@ -107,16 +107,6 @@ def test_packing_restarts_positions_and_masks_cross_document_labels():
         [IGNORE, IGNORE, IGNORE, 23, 24],
         [IGNORE] * 5,
     ]
-
-
-def test_plain_text_splits_documents_on_blank_lines(tmp_path):
-    (tmp_path / "a.txt").write_text("one\nline two\n\n\n  \nsecond doc\n\nthird\n")
-    assert list(read_records(tmp_path / "a.txt")) == ["one\nline two", "second doc", "third"]
-    (tmp_path / "b.jsonl").write_text('{"text": "x"}\n\n{"messages": []}\n')
-    assert list(read_records(tmp_path / "b.jsonl")) == ["x", []]
-    (tmp_path / "c.jsonl").write_text('{"other": 1}\n')
-    with pytest.raises(ValueError, match="c.jsonl:1"):
-        list(read_records(tmp_path / "c.jsonl"))
 
 
 def test_text_gets_bos_and_eos_and_chat_trains_only_the_assistant(work):
