@@ -61,7 +61,13 @@ from rgemma.convert.deepmind import (
 from rgemma.convert.sources import TensorInfo, detect_format, one_line, open_source
 from rgemma.convert.tokenizer import install_tokenizer
 from rgemma.io.atomic import atomic_directory
-from rgemma.io.checkpoint_files import parse_dtype, parse_size, resolve_model_dir, write_config
+from rgemma.io.checkpoint_files import (
+    copy_tokenizer,
+    parse_dtype,
+    parse_size,
+    resolve_model_dir,
+    write_config,
+)
 from rgemma.io.shards import ShardEntry, ShardWriter
 from rgemma.models.config import PRESETS, RecurrentGemmaConfig
 from rgemma.pretrained.checkpoint import checkpoint_config
@@ -257,7 +263,7 @@ def convert(
                 install_tokenizer(tokenizer, tmp)
                 config = _with_tokenizer_ids(config, tmp)
             elif fmt == "hf":
-                _copy_extras(src, tmp)
+                copy_tokenizer(src, tmp)  # an HF source keeps its tokenizer
             write_config(tmp, checkpoint_config(config, out_dtype, [m for m in linears if quantize]))
             if tokenizer is None and fmt == "hf" and (src / "generation_config.json").is_file():
                 shutil.copyfile(src / "generation_config.json", tmp / "generation_config.json")
@@ -345,15 +351,6 @@ def _with_tokenizer_ids(config: RecurrentGemmaConfig, out: Path) -> RecurrentGem
         )
     ids = dict(bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
     return dataclasses.replace(config, **{k: v for k, v in ids.items() if v is not None})
-
-
-def _copy_extras(src: Path, out: Path) -> None:
-    """An HF source keeps its tokenizer files."""
-    from rgemma.convert.tokenizer import COPIED
-
-    for name in COPIED:
-        if (src / name).is_file():
-            shutil.copyfile(src / name, out / name)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -7,11 +7,20 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import torch
 
 SINGLE = "model.safetensors"
+TOKENIZER_FILES = (  # what makes up a tokenizer in an HF directory; rgemma.text.tokenizer reads them
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "added_tokens.json",
+)
 INDEX = "model.safetensors.index.json"
 DTYPES = {
     "float32": torch.float32,
@@ -138,6 +147,20 @@ def write_config(out: Path, config: dict) -> None:
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     gen = {k: config.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+
+
+def tokenizer_files(directory: str | Path) -> list[Path]:
+    """The tokenizer files (TOKENIZER_FILES) present in `directory`."""
+    root = Path(directory)
+    return [root / name for name in TOKENIZER_FILES if (root / name).is_file()]
+
+
+def copy_tokenizer(source: str | Path, out: str | Path) -> list[Path]:
+    """Copy the tokenizer files of directory `source` into `out`; returns the files copied."""
+    found = tokenizer_files(source)
+    for f in found:
+        shutil.copy2(f, Path(out) / f.name)
+    return found
 
 
 def is_weight_file(path: Path) -> bool:

@@ -24,7 +24,6 @@ The last row is filled up with pad tokens, labelled -100, as one more document.
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -185,17 +184,3 @@ def global_rows(start: int, count: int, n_rows: int, seed: int) -> torch.Tensor:
         out.append(epoch_order(n_rows, epoch, seed)[offset : offset + take])
         start, count = start + take, count - take
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
-
-
-def tokenizer_files(tokenizer_dir: str | Path) -> list[Path]:
-    """The files that make up a tokenizer directory (copied into every checkpoint)."""
-    names = (
-        "tokenizer.json",
-        "tokenizer.model",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "chat_template.jinja",
-        "added_tokens.json",
-    )
-    root = Path(tokenizer_dir)
-    return [root / n for n in names if os.path.isfile(root / n)]

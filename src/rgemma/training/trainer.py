@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -40,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rgemma.io.atomic import atomic_directory
-from rgemma.io.checkpoint_files import resolve_model_dir
+from rgemma.io.checkpoint_files import copy_tokenizer, resolve_model_dir
 from rgemma.models.config import PRESETS, RecurrentGemmaConfig
 from rgemma.pretrained.checkpoint import write_checkpoint
 from rgemma.pretrained.classes import RecurrentGemmaForCausalLM
@@ -52,7 +51,6 @@ from rgemma.training.data import (
     load_examples,
     pack,
     split_heldout,
-    tokenizer_files,
 )
 
 LORA_TARGETS = (
@@ -601,8 +599,7 @@ class Trainer:
         if self.dist.main:
             with atomic_directory(path, keep_existing=False) as tmp:
                 self._write_weights(tmp, weights, merge)
-                for f in tokenizer_files(self.tokenizer_dir):
-                    shutil.copy2(f, tmp / f.name)
+                copy_tokenizer(self.tokenizer_dir, tmp)
                 torch.save(self._trainer_state(optim), tmp / STATE_FILE)
             self.log(f"saved {path}")
         self.dist.barrier()
