@@ -24,11 +24,12 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from rgemma.io.atomic import atomic_file
 
 HERE = Path(__file__).parent
 BASE_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC"]
@@ -210,13 +211,6 @@ def _build(compiler: str, kernel: Kernel) -> Path:
     target = cache / f"{source.stem}-{key}.so"
     if target.exists():
         return target
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".so.tmp")
-    os.close(fd)
-    try:
-        subprocess.run([*command, "-o", tmp], check=True, capture_output=True, timeout=120)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(target) as tmp:
+        subprocess.run([*command, "-o", str(tmp)], check=True, capture_output=True, timeout=120)
     return target
