@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rgemma import kernels
+from rgemma.models.surface import floating_dtype
 
 METHOD = "int8-weight-only"
 INT8_KERNEL = "auto"  # "native" (int8 GEMV), "amx", "pack" (torch._weight_int8pack_mm), "dequant",
@@ -234,7 +235,11 @@ def load_quantized_state(model: nn.Module, tensors: Mapping[str, torch.Tensor]) 
         linear = model.get_submodule(name)
         q, scale = tensors[f"{name}.weight"], tensors[f"{name}.weight_scale"]
         _check_quantized(name, linear, q, scale)
-        dtype = linear.bias.dtype if getattr(linear, "bias", None) is not None else model_dtype(model)
+        dtype = (
+            linear.bias.dtype
+            if getattr(linear, "bias", None) is not None
+            else floating_dtype(model.parameters())
+        )
         new = Int8Linear(q.shape[1], q.shape[0], linear.bias is not None, dtype, q.device)
         new.weight, new.weight_scale = q.contiguous(), scale.to(dtype)
         bias = tensors.get(f"{name}.bias", linear.bias)
@@ -243,11 +248,6 @@ def load_quantized_state(model: nn.Module, tensors: Mapping[str, torch.Tensor]) 
         _replace(model, name, new)
         used |= {f"{name}.weight", f"{name}.weight_scale"} | ({f"{name}.bias"} & set(tensors))
     return used
-
-
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype of the model's floating-point parameters (int8 buffers are not parameters)."""
-    return next(p.dtype for p in model.parameters() if p.is_floating_point())
 
 
 def _check_quantized(name: str, linear: nn.Module, q: torch.Tensor, scale: torch.Tensor) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from rgemma.accel.memory import meminfo_gb, peak_rss_mb, reset_peak_rss, rss_bytes
 from rgemma.models.config import PRESETS, RecurrentGemmaConfig
 
 PREFIX = "BENCH "  # marks a result line on a worker's stdout
@@ -383,7 +383,7 @@ def perplexity_delta(
         quantize.quantize_model(lm)
         result.update(tokens=before["tokens"], perplexity=before["perplexity"])
         cpu = lm.device.type == "cpu"
-        bf16 = next(lm.parameters()).dtype == torch.bfloat16
+        bf16 = lm.dtype == torch.bfloat16
         choices = (
             ("auto",)
             + (("native",) if int8_gemv_available() and cpu else ())
@@ -532,32 +532,6 @@ def bench_position(
     }
 
 
-def reset_peak_rss() -> None:
-    """Start a new peak: hand freed heap back to the OS first (else memory freed by an earlier
-    phase, a long prefill say, still counts as resident), then reset the high-water mark."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass  # not Linux: the peak is then the process's since it started
-
-
-def peak_rss_mb() -> float:
-    try:
-        status = Path("/proc/self/status").read_text()
-        return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
-    except (OSError, AttributeError):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 # --------------------------------------------------------------------------- one worker
 def run_group(spec: dict, emit) -> None:
     """Every measure of one (shape, dtype, implementation), each passed to emit(record)."""
@@ -608,14 +582,13 @@ def _guard_memory(limit_gb: float | None, base: dict, current: dict, emit) -> No
 
     def watch():
         while True:
-            rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            if rss > limit_gb * 2**30:
+            if rss_bytes() > limit_gb * 2**30:
                 emit({**base, **current, "error": f"out of memory: RSS passed the {limit_gb:.1f} GB limit"})
                 sys.stdout.flush()
                 os._exit(3)
             time.sleep(0.02)
 
-    if Path("/proc/self/statm").exists():
+    if rss_bytes() is not None:
         threading.Thread(target=watch, daemon=True).start()
 
 
@@ -666,7 +639,7 @@ def run_bench(
     set_threads(threads)
     cache_dir = Path(cache_dir or Path.home() / ".cache" / "rgemma" / "bench")
     if mem_limit_gb is None:
-        mem_limit_gb = 0.8 * _available_gb()
+        mem_limit_gb = 0.8 * meminfo_gb("MemAvailable")
     report = {"machine": machine_info(threads), "ceilings": {}, "results": []}
     if "ceilings" in measures:
         report["ceilings"] = measure_ceilings(device, quick)
@@ -782,7 +755,7 @@ def machine_info(threads: int) -> dict:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "threads": threads,
-        "memory_gb": round(_total_gb(), 1),
+        "memory_gb": round(meminfo_gb("MemTotal"), 1),
         "torch": torch.__version__,
         "transformers": _version("transformers"),
         "cuda": torch.cuda.is_available() and torch.cuda.get_device_name(0),
@@ -796,22 +769,6 @@ def _version(package: str) -> str | None:
         return version(package)
     except PackageNotFoundError:
         return None
-
-
-def _meminfo(key: str) -> float:
-    try:
-        text = Path("/proc/meminfo").read_text()
-        return int(re.search(rf"{key}:\s+(\d+)", text).group(1)) / 2**20
-    except (OSError, AttributeError):
-        return 16.0
-
-
-def _available_gb() -> float:
-    return _meminfo("MemAvailable")
-
-
-def _total_gb() -> float:
-    return _meminfo("MemTotal")
 
 
 # --------------------------------------------------------------------------- reporting

@@ -18,6 +18,7 @@ Writing goes through rgemma.io.shards.ShardWriter, which streams each converted 
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import zipfile
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rgemma.accel.memory import libc
 from rgemma.io.checkpoint_files import weight_files
 from rgemma.io.shards import ST_DTYPES
 
@@ -324,10 +326,8 @@ def _drop_pages(t: torch.Tensor, maps: list[tuple[int, int]]) -> None:
     page = mmap.PAGESIZE
     lo = t.data_ptr() // page * page
     hi = -(-(t.data_ptr() + t.numel() * t.element_size()) // page) * page
+    c = libc()
     for start, end in maps:
-        if start <= lo and hi <= end:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), 4)  # MADV_DONTNEED
+        if c is not None and start <= lo and hi <= end:
+            c.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), 4)  # MADV_DONTNEED
             return

@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from rgemma.io.atomic import atomic_file
-from rgemma.models.state import AttentionState, RecurrentState, State, state_fingerprint
+from rgemma.models.state import RecurrentState, State, state_fingerprint
 
 FORMAT = "rgemma-state"
 VERSION = "1"
@@ -98,25 +98,5 @@ def load_state(path: str | Path, model) -> Snapshot:
         )
     tokens = tensors.pop("tokens").tolist() if "tokens" in tensors else None
     logits = tensors.pop("logits").to(model.device) if "logits" in tensors else None
-    state = _build(tensors, json.loads(meta["kinds"]), model)
+    state = State.from_tensors(tensors, model.config).to(model.device, model.dtype)
     return Snapshot(state, tokens, logits, json.loads(meta.get("extra", "{}")))
-
-
-def _build(tensors: dict[str, torch.Tensor], kinds: list[str], model) -> State:
-    dev, dtype = model.device, model.dtype
-
-    def get(name: str, keep_dtype: bool = False) -> torch.Tensor:
-        t = tensors[name].to(dev)
-        return t if keep_dtype or not t.is_floating_point() else t.to(dtype)
-
-    layers = []
-    for i, kind in enumerate(kinds):
-        if kind == "recurrent":
-            layers.append(
-                RecurrentState(conv=get(f"layers.{i}.conv"), h=get(f"layers.{i}.h", keep_dtype=True))
-            )
-        else:
-            layers.append(AttentionState(k=get(f"layers.{i}.k"), v=get(f"layers.{i}.v")))
-    return State(
-        layers, get("count"), get("doc_start"), get("next_pos"), fingerprint=state_fingerprint(model.config)
-    )
