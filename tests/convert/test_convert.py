@@ -18,7 +18,8 @@ from conftest import tiny_config
 from oracles import deepmind_pair, dm_logits, transformers_lm
 from rgemma import RecurrentGemmaForCausalLM
 from rgemma.accel.quantize import Int8Linear, dequantize_weight, quantize_model
-from rgemma.convert.pipeline import add_convert_arguments, convert, run_convert
+from rgemma.cli.convert import add_convert_arguments, run_convert
+from rgemma.convert.pipeline import convert
 from rgemma.convert.sources import detect_format
 from rgemma.convert.tokenizer import read_sentencepiece
 

@@ -24,15 +24,10 @@ from conftest import random_model, tiny_config
 from rgemma import RecurrentGemmaForCausalLM
 from rgemma.bundled.corpus import write_corpus
 from rgemma.bundled.tokenizer_train import train_tokenizer
+from rgemma.cli.train import add_train_arguments
 from rgemma.text.tokenizer import Tokenizer
 from rgemma.training.data import IGNORE, pack, tokenize_chat, tokenize_text
-from rgemma.training.trainer import (
-    add_train_arguments,
-    lr_factor,
-    merged_weights,
-    param_groups,
-    train,
-)
+from rgemma.training.trainer import TrainConfig, lr_factor, merged_weights, param_groups, train
 
 VOCAB = 512
 MODEL = dict(
@@ -253,7 +248,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(work, tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "rgemma.training.trainer",
+        "rgemma",
+        "train",
         *args,
         "--out",
         str(out),
@@ -351,7 +347,8 @@ def test_torchrun_two_processes_match_one(work, tmp_path):
         "--nproc-per-node",
         "2",
         "-m",
-        "rgemma.training.trainer",
+        "rgemma",
+        "train",
         "--init-config",
         str(work / "config.json"),
         "--tokenizer",
@@ -414,3 +411,16 @@ def test_cli_flags_reach_train(tmp_path):
     )
     assert args.data == ["a.jsonl", "b.txt"] and args.lora_rank == 16 and args.merge
     assert args.grad_accum == 4 and args.bf16 and args.progress and args.model is None
+
+
+def test_every_train_option_is_a_flag_with_the_config_default():
+    import argparse
+    import dataclasses
+
+    args = add_train_arguments(argparse.ArgumentParser()).parse_args(["--out", "o"])
+    options = [
+        f for f in dataclasses.fields(TrainConfig) if f.name not in ("model_dir", "data_files", "out_dir")
+    ]
+    assert len(options) == 24
+    for f in options:
+        assert getattr(args, f.name) == f.default, f.name

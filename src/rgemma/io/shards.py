@@ -19,6 +19,7 @@ import torch
 
 from rgemma.io.checkpoint_files import INDEX, SINGLE
 
+MAX_SHARD_SIZE = "2GB"  # the default largest file, as transformers' save_pretrained
 ST_DTYPES = {
     torch.float32: "F32",
     torch.float16: "F16",

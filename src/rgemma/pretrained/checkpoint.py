@@ -21,7 +21,7 @@ from rgemma.io.checkpoint_files import (
     weight_files,
     write_config,
 )
-from rgemma.io.shards import write_shards
+from rgemma.io.shards import MAX_SHARD_SIZE, write_shards
 from rgemma.models.config import RecurrentGemmaConfig
 from rgemma.models.surface import floating_dtype
 
@@ -164,7 +164,7 @@ def write_checkpoint(
     out: Path,
     tensors: dict[str, torch.Tensor],
     config: RecurrentGemmaConfig,
-    max_shard_size: int | str = "2GB",
+    max_shard_size: int | str = MAX_SHARD_SIZE,
 ) -> None:
     """config.json, generation_config.json and (sharded) safetensors of `tensors` (ForCausalLM
     key names) into `out`: a tied LM head is left out, `torch_dtype`
@@ -177,7 +177,9 @@ def write_checkpoint(
     write_shards(out, tensors, parse_size(max_shard_size))
 
 
-def save_model(model: nn.Module, save_directory: str | Path, max_shard_size: int | str = "2GB") -> None:
+def save_model(
+    model: nn.Module, save_directory: str | Path, max_shard_size: int | str = MAX_SHARD_SIZE
+) -> None:
     """write_checkpoint into a temp dir, then swap it into place, so a crash never leaves a
     half-written directory that looks complete."""
     with atomic_directory(save_directory) as tmp:

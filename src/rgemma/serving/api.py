@@ -21,6 +21,7 @@ queue is full, 503 while loading or shutting down.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import sys
@@ -29,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -216,18 +217,37 @@ def _internal_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 # --------------------------------------------------------------------------- the service
+def _limit(default, help: str, metavar: str = "N"):
+    """A Limits field: its default and meaning, written once (`rgemma serve` builds its flags
+    from them; see rgemma.cli.options.dataclass_arguments)."""
+    return field(default=default, metadata={"help": help, "metavar": metavar})
+
+
 @dataclass
 class Limits:
-    max_batch: int = 32
-    max_queue: int = 256
-    max_prompt_tokens: int = 8192
-    max_tokens: int = 4096  # per request; also the chat default when max_tokens is absent
-    prefill_chunk: int = 256
-    shutdown_grace: float = 30.0  # seconds in-flight requests get after SIGTERM
+    """What the server accepts and how it batches. The scheduler gets max_batch, max_queue and
+    prefill_chunk from here."""
+
+    max_batch: int = _limit(32, "sequences decoded together")
+    max_queue: int = _limit(256, "requests that may wait for a batch slot; more get 429")
+    max_prompt_tokens: int = _limit(8192, "longest prompt accepted, in tokens")
+    max_tokens: int = _limit(4096, "most new tokens per request; the chat default")
+    prefill_chunk: int = _limit(
+        256, "prompt tokens read per engine step, so long prompts do not stall decoding"
+    )
+    shutdown_grace: float = _limit(30.0, "seconds in-flight requests get after SIGTERM", "SECONDS")
 
     @property
     def max_body_bytes(self) -> int:
         return max(1 << 20, 64 * self.max_prompt_tokens)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the flag of a limit out of range."""
+        for name in ("max_batch", "max_prompt_tokens", "max_tokens", "prefill_chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.max_queue < 0 or self.shutdown_grace < 0:
+            raise ValueError("--max-queue and --shutdown-grace must be >= 0")
 
 
 class Service:
@@ -811,28 +831,25 @@ def serve(
     model: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8080,
-    max_batch: int = 32,
     api_key: str | None = None,
-    max_queue: int = 256,
-    max_prompt_tokens: int = 8192,
-    max_tokens: int = 4096,
     dtype: str | None = None,
     device: str | None = None,
     model_name: str | None = None,
-    prefill_chunk: int = 256,
-    shutdown_grace: float = 30.0,
     log_level: str = "info",
     quantize: str | None = None,
+    limits: Limits | None = None,
+    **limit_values,
 ) -> None:
     """Serve `model` (a directory, a cached repo id, or None for the bundled model) until
-    SIGINT/SIGTERM. The port opens at once; /health says 200 when the weights are loaded."""
+    SIGINT/SIGTERM. The port opens at once; /health says 200 when the weights are loaded.
+    `limits` (or single Limits fields as keywords, e.g. max_batch=64) bound the service."""
     from rgemma.io.checkpoint_files import resolve_model_dir
     from rgemma.pretrained.loading import load
 
     path = resolve_model_dir(model)  # a bad path fails here, before the port opens
     name = model_name or (model if model and not Path(model).expanduser().is_dir() else path.name)
-    limits = Limits(max_batch, max_queue, max_prompt_tokens, max_tokens, prefill_chunk, shutdown_grace)
-    _check_limits(limits)
+    limits = dataclasses.replace(limits or Limits(), **limit_values)
+    limits.validate()
     app = create_app(
         loader=lambda: load(str(path), dtype, device, quantize=quantize),
         model_name=name,
@@ -842,17 +859,13 @@ def serve(
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         print(f"rgemma serve: warning: listening on {host} without --api-key", file=sys.stderr)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(shutdown_grace) + 5
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(limits.shutdown_grace) + 5,
     )
     service: Service = app.state.service
     _Uvicorn(config, service).run()
     if service.load_error is not None:
         raise service.load_error
-
-
-def _check_limits(limits: Limits) -> None:
-    for name in ("max_batch", "max_prompt_tokens", "max_tokens", "prefill_chunk"):
-        if getattr(limits, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(limits, name)}")
-    if limits.max_queue < 0 or limits.shutdown_grace < 0:
-        raise ValueError("--max-queue and --shutdown-grace must be >= 0")
