@@ -1,5 +1,5 @@
-"""`python -m bench ...`: the same as `rgemma bench ...` (see rgemma.bench)."""
+"""`python -m bench ...`: the same as `rgemma bench ...` (see rgemma.cli.bench)."""
 
-from rgemma.bench.harness import main
+from rgemma.cli.bench import main
 
 raise SystemExit(main())

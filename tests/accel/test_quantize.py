@@ -10,6 +10,7 @@ from rgemma import RecurrentGemmaForCausalLM, kernels
 from rgemma.accel import quantize
 from rgemma.accel.quantize import (
     Int8Linear,
+    dequantize_weight,
     load_quantized_state,
     prepare_int8,
     quantize_model,
@@ -42,6 +43,16 @@ def test_bf16_scales_are_exact():
     assert scale.dtype == torch.bfloat16
     err = (q.float() * scale.float()[:, None] - w.float()).abs()
     assert (err <= scale.float()[:, None] / 2 + 1e-6).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_zero_and_tiny_rows_stay_finite(dtype):
+    """A zero scale (an all-zero row, or one that underflows in float16) becomes 1: no NaN."""
+    w = torch.randn(4, 32)
+    w[1], w[2] = 0, 1e-7 * torch.randn(32)
+    q, scale = quantize_weight(w.to(dtype))
+    assert torch.isfinite(scale).all() and (scale > 0).all() and (q[1] == 0).all()
+    assert (dequantize_weight(q, scale) - w.to(dtype).float()).abs().max() <= scale.float().max() / 2
 
 
 @pytest.mark.parametrize("rows", [1, 3])

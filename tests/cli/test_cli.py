@@ -75,6 +75,17 @@ def test_perplexity_function(lm_dir, tmp_path):
         perplexity(tmp_path / "bad.jsonl", model=str(lm_dir), err=io.StringIO())
 
 
+def test_perplexity_and_train_split_a_file_the_same_way(lm, lm_dir, tmp_path):
+    from rgemma.training.data import load_examples
+
+    data = tmp_path / "held.txt"
+    data.write_bytes(b"one\r\nline two\r\n\r\n  \nsecond doc\n \t \n  third\n")
+    result = perplexity(data, model=str(lm_dir), err=io.StringIO())
+    examples = load_examples([data], lm[1])
+    assert result["documents"] == len(examples) == 3
+    assert result["tokens"] == sum(len(ids) - 1 for ids, _ in examples)
+
+
 @pytest.mark.parametrize(
     "argv,needle",
     [

@@ -17,7 +17,9 @@ from safetensors import safe_open
 from conftest import tiny_config
 from oracles import deepmind_pair, dm_logits, transformers_lm
 from rgemma import RecurrentGemmaForCausalLM
-from rgemma.convert.pipeline import add_convert_arguments, convert, dequantize_int8, run_convert
+from rgemma.accel.quantize import Int8Linear, dequantize_weight, quantize_model
+from rgemma.cli.convert import add_convert_arguments, run_convert
+from rgemma.convert.pipeline import convert
 from rgemma.convert.sources import detect_format
 from rgemma.convert.tokenizer import read_sentencepiece
 
@@ -407,7 +409,8 @@ def test_int8_layout_and_error_bound(tmp_path, griffin):
         q, scale = written[module + ".weight"], written[module + ".weight_scale"]
         w = original[module + ".weight"]
         assert q.dtype == torch.int8 and q.shape == w.shape and scale.shape == w.shape[:1]
-        assert ((dequantize_int8(q, scale) - w).abs() <= scale[:, None] / 2 + 1e-6).all(), module
+        err = (dequantize_weight(q, scale) - w.float()).abs()
+        assert (err <= scale.float()[:, None] / 2 + 1e-6).all(), module
     for key in (
         "model.embed_tokens.weight",
         "model.layers.0.temporal_block.linear_x.bias",
@@ -418,6 +421,44 @@ def test_int8_layout_and_error_bound(tmp_path, griffin):
         assert torch.equal(written[key], original[key]), key
     with pytest.raises(ValueError, match="already quantized"):
         convert(out, tmp_path / "again", quantize="int8", progress=False)
+
+
+def int8_layers(model) -> dict:
+    return {n: (m.weight, m.weight_scale) for n, m in model.named_modules() if isinstance(m, Int8Linear)}
+
+
+def test_convert_int8_equals_int8_at_load(tmp_path, griffin):
+    """`rgemma convert --quantize int8` and `--quantize int8` at load: one quantizer, same bytes."""
+    config, _, pt = griffin
+    full = convert(pt, tmp_path / "full", dtype="bfloat16", progress=False, **flags(config))
+    exported = RecurrentGemmaForCausalLM.from_pretrained(
+        convert(full, tmp_path / "int8", quantize="int8", progress=False)
+    )
+    at_load = quantize_model(RecurrentGemmaForCausalLM.from_pretrained(full))
+    ours, theirs = int8_layers(exported), int8_layers(at_load)
+    assert ours and set(ours) == set(theirs) - {"lm_head"}
+    for name, (q, scale) in ours.items():
+        assert scale.dtype == torch.bfloat16, name
+        assert torch.equal(q, theirs[name][0]) and torch.equal(scale, theirs[name][1]), name
+    ids = torch.randint(0, config.vocab_size, (1, 9))
+    with torch.no_grad():
+        assert torch.isfinite(exported(ids).logits).all()
+
+
+def test_int8_exports_with_float32_scales_still_load(tmp_path, griffin):
+    """Exports made before the quantizer was shared store float32 scales."""
+    from safetensors.torch import save_file
+
+    config, _, pt = griffin
+    out = convert(pt, tmp_path / "int8", quantize="int8", dtype="bfloat16", progress=False, **flags(config))
+    with safe_open(out / "model.safetensors", framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    old = {k: v.float() if k.endswith("_scale") else v for k, v in tensors.items()}
+    save_file(old, str(out / "model.safetensors"), metadata={"format": "pt"})
+    model = RecurrentGemmaForCausalLM.from_pretrained(out)
+    for name, (q, scale) in int8_layers(model).items():
+        assert torch.equal(q, tensors[f"{name}.weight"]), name
+        assert torch.equal(scale, tensors[f"{name}.weight_scale"]), name
 
 
 # --------------------------------------------------------------------------- CLI

@@ -192,3 +192,24 @@ def test_gradients_fast_scan_equal_reference(monkeypatch):
         grads[impl] = {n: p.grad.clone() for n, p in model.named_parameters()}
     for name, g in grads["ref"].items():
         torch.testing.assert_close(grads["fast"][name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_from_tensors_inverts_tensors_and_to_keeps_h_float32():
+    config = tiny_config()
+    state = State.zeros(config, 2, torch.float32)
+    for t in state.tensors().values():
+        t.copy_(torch.randint(0, 9, t.shape))
+    again = State.from_tensors(state.tensors(), config)
+    assert again.fingerprint == state.fingerprint
+    assert all(torch.equal(a, b) for a, b in zip(again.tensors().values(), state.tensors().values()))
+    half = again.to(dtype=torch.bfloat16)
+    kinds = {name.rsplit(".", 1)[-1]: t.dtype for name, t in half.tensors().items()}
+    assert kinds == {
+        "count": torch.long,
+        "doc_start": torch.long,
+        "next_pos": torch.long,
+        "conv": torch.bfloat16,
+        "h": torch.float32,
+        "k": torch.bfloat16,
+        "v": torch.bfloat16,
+    }

@@ -156,3 +156,32 @@ def test_saved_files_get_ordinary_permissions(model, tmp_path):
         os.umask(old)
     assert (tmp_path / "m").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "m" / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def test_one_writer_for_save_pretrained_and_trainer_checkpoints(model, tmp_path):
+    """save_pretrained and the trainer (write_checkpoint of a state dict) write the same files."""
+    from rgemma.pretrained.checkpoint import write_checkpoint
+
+    model.save_pretrained(tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    write_checkpoint(tmp_path / "b", dict(model.state_dict()), model.config)
+    for name in ("config.json", "generation_config.json", "model.safetensors"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["torch_dtype"] == config["dtype"] == "float32" and "quantization" not in config
+    assert same_weights(model, load(tmp_path / "b"))
+
+
+def test_an_int8_model_saves_and_loads_as_int8(model, tmp_path):
+    from rgemma.accel.quantize import Int8Linear, quantize_model
+
+    quantized = quantize_model(random_model(seed=2))
+    quantized.save_pretrained(tmp_path / "q")
+    config = json.loads((tmp_path / "q" / "config.json").read_text())
+    assert "model.layers.0.temporal_block.linear_x" in config["quantization"]["modules"]
+    assert "lm_head" not in config["quantization"]["modules"]  # the tied head is the embedding
+    again = load(tmp_path / "q")
+    assert isinstance(again.model.layers[0].temporal_block.linear_x, Int8Linear)
+    ids = torch.randint(0, 97, (1, 8))
+    with torch.no_grad():
+        assert torch.isfinite(again(ids).logits).all()

@@ -571,6 +571,7 @@ def test_openapi_schema_documents_the_endpoints(client):
 # --------------------------------------------------------------------------- CLI, serve, shutdown
 def test_cli_arguments_and_api_key_from_env(monkeypatch):
     import argparse
+    import dataclasses
 
     import rgemma.cli.serve as server
 
@@ -582,7 +583,9 @@ def test_cli_arguments_and_api_key_from_env(monkeypatch):
     monkeypatch.setenv("RGEMMA_API_KEY", "from-env")
     assert run_serve(parser.parse_args(["--max-batch", "4", "--prefill-chunk", "64"])) == 0
     assert seen["api_key"] == "from-env" and seen["host"] == "127.0.0.1" and seen["port"] == 8080
-    assert seen["max_batch"] == 4 and seen["prefill_chunk"] == 64 and seen["model"] is None
+    assert seen["limits"] == Limits(max_batch=4, prefill_chunk=64) and seen["model"] is None
+    defaults = parser.parse_args([])
+    assert all(getattr(defaults, f.name) == f.default for f in dataclasses.fields(Limits))
     assert seen["compile"] is False
     run_serve(parser.parse_args(["--compile"]))
     assert seen["compile"] is True

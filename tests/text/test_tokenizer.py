@@ -302,3 +302,17 @@ def test_chat_matches_transformers(hf_dir, template):
     )
     assert ours.render_chat(messages) == expected
     assert ours.encode_chat(messages) == theirs(expected, add_special_tokens=False)["input_ids"]
+
+
+def test_copy_tokenizer_carries_everything_the_tokenizer_reads(tok_dir, tmp_path):
+    """Training checkpoints, convert and the bundled export copy tokenizers by one list."""
+    import shutil
+
+    from rgemma.io.checkpoint_files import copy_tokenizer
+
+    source = shutil.copytree(tok_dir, tmp_path / "src")
+    (source / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    copied = copy_tokenizer(source, tmp_path)
+    assert sorted(f.name for f in copied) == sorted(p.name for p in source.iterdir())
+    a, b = Tokenizer.from_dir(source), Tokenizer.from_dir(tmp_path)
+    assert a.encode(TEXTS[0]) == b.encode(TEXTS[0]) and a.chat_template == b.chat_template

@@ -24,16 +24,10 @@ from conftest import random_model, tiny_config
 from rgemma import RecurrentGemmaForCausalLM
 from rgemma.bundled.corpus import write_corpus
 from rgemma.bundled.tokenizer_train import train_tokenizer
+from rgemma.cli.train import add_train_arguments
 from rgemma.text.tokenizer import Tokenizer
-from rgemma.training.data import IGNORE, pack, read_records, tokenize_chat, tokenize_text
-from rgemma.training.trainer import (
-    add_train_arguments,
-    lr_factor,
-    merged_weights,
-    param_groups,
-    train,
-    write_model,
-)
+from rgemma.training.data import IGNORE, pack, tokenize_chat, tokenize_text
+from rgemma.training.trainer import TrainConfig, lr_factor, merged_weights, param_groups, train
 
 VOCAB = 512
 MODEL = dict(
@@ -108,16 +102,6 @@ def test_packing_restarts_positions_and_masks_cross_document_labels():
         [IGNORE, IGNORE, IGNORE, 23, 24],
         [IGNORE] * 5,
     ]
-
-
-def test_plain_text_splits_documents_on_blank_lines(tmp_path):
-    (tmp_path / "a.txt").write_text("one\nline two\n\n\n  \nsecond doc\n\nthird\n")
-    assert list(read_records(tmp_path / "a.txt")) == ["one\nline two", "second doc", "third"]
-    (tmp_path / "b.jsonl").write_text('{"text": "x"}\n\n{"messages": []}\n')
-    assert list(read_records(tmp_path / "b.jsonl")) == ["x", []]
-    (tmp_path / "c.jsonl").write_text('{"other": 1}\n')
-    with pytest.raises(ValueError, match="c.jsonl:1"):
-        list(read_records(tmp_path / "c.jsonl"))
 
 
 def test_text_gets_bos_and_eos_and_chat_trains_only_the_assistant(work):
@@ -264,7 +248,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(work, tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "rgemma.training.trainer",
+        "rgemma",
+        "train",
         *args,
         "--out",
         str(out),
@@ -362,7 +347,8 @@ def test_torchrun_two_processes_match_one(work, tmp_path):
         "--nproc-per-node",
         "2",
         "-m",
-        "rgemma.training.trainer",
+        "rgemma",
+        "train",
         "--init-config",
         str(work / "config.json"),
         "--tokenizer",
@@ -427,10 +413,14 @@ def test_cli_flags_reach_train(tmp_path):
     assert args.grad_accum == 4 and args.bf16 and args.progress and args.model is None
 
 
-def test_write_model_round_trips(tmp_path):
-    model = random_model()
-    write_model(tmp_path, {k: v for k, v in model.state_dict().items()}, model.config)
-    again = RecurrentGemmaForCausalLM.from_pretrained(tmp_path)
-    ids = torch.randint(0, 97, (1, 12))
-    with torch.no_grad():
-        torch.testing.assert_close(again(ids).logits, model(ids).logits)
+def test_every_train_option_is_a_flag_with_the_config_default():
+    import argparse
+    import dataclasses
+
+    args = add_train_arguments(argparse.ArgumentParser()).parse_args(["--out", "o"])
+    options = [
+        f for f in dataclasses.fields(TrainConfig) if f.name not in ("model_dir", "data_files", "out_dir")
+    ]
+    assert len(options) == 24
+    for f in options:
+        assert getattr(args, f.name) == f.default, f.name

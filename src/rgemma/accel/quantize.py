@@ -16,7 +16,9 @@ dequantized copy, but compute-bound at ~14 G weights/s on 2 cores). Otherwise (p
 devices) the fallback dequantizes and calls F.linear. Measured in the README (Speed).
 
 Checkpoint format (shared with `rgemma convert`): for each quantized Linear `X`,
-`X.weight` int8 (out, in) and `X.weight_scale` (out,) float; config.json has
+`X.weight` int8 (out, in) and `X.weight_scale` (out,) in the checkpoint's dtype (exports
+written before the quantizer was shared hold float32 scales; they load the same way, cast to
+the model's dtype); config.json has
 `"quantization": {"method": "int8-weight-only", ...}`. `load_quantized_state` takes those.
 """
 
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rgemma import kernels
+from rgemma.models.surface import floating_dtype
 
 METHOD = "int8-weight-only"
 INT8_KERNEL = "auto"  # "native" (int8 GEMV), "amx", "pack" (torch._weight_int8pack_mm), "dequant",
@@ -43,12 +46,25 @@ def quantize_weight(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """W (out, in) -> (q int8 (out, in), scale (out,) in `scale_dtype`, default W's dtype).
 
-    The scale is rounded to `scale_dtype` before q is computed, so q * scale is the closest
-    int8 grid to W that this scale dtype can express."""
+    The one int8 quantizer: `--quantize int8` at load and `rgemma convert --quantize int8`
+    both call it, so they give the same bytes for the same weights. The scale, max|W_row| / 127,
+    is rounded to the dtype it is used in (the model's) before q is computed, so q * scale is
+    the nearest int8 grid that this dtype can express: dequantizing adds no error beyond
+    scale/2 per element. A row whose scale is 0 (all zeros, or so small that the scale
+    underflows, as in float16 for max|W_row| under ~4e-6) gets scale 1 instead: q is then 0 and
+    finite, where a zero scale would give 0/0 = NaN."""
     w = weight.detach().float()
-    scale = (w.abs().amax(dim=1) / 127).clamp_min(1e-12).to(scale_dtype or weight.dtype)
+    scale = (w.abs().amax(dim=1) / 127).to(scale_dtype or weight.dtype)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     q = torch.round(w / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8)
     return q, scale
+
+
+def dequantize_weight(
+    q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """q * scale[:, None] as `dtype`: within scale/2 of the weight `quantize_weight` took."""
+    return (q.float() * scale.float()[:, None]).to(dtype)
 
 
 class Int8Linear(nn.Module):
@@ -219,7 +235,11 @@ def load_quantized_state(model: nn.Module, tensors: Mapping[str, torch.Tensor]) 
         linear = model.get_submodule(name)
         q, scale = tensors[f"{name}.weight"], tensors[f"{name}.weight_scale"]
         _check_quantized(name, linear, q, scale)
-        dtype = linear.bias.dtype if getattr(linear, "bias", None) is not None else model_dtype(model)
+        dtype = (
+            linear.bias.dtype
+            if getattr(linear, "bias", None) is not None
+            else floating_dtype(model.parameters())
+        )
         new = Int8Linear(q.shape[1], q.shape[0], linear.bias is not None, dtype, q.device)
         new.weight, new.weight_scale = q.contiguous(), scale.to(dtype)
         bias = tensors.get(f"{name}.bias", linear.bias)
@@ -228,11 +248,6 @@ def load_quantized_state(model: nn.Module, tensors: Mapping[str, torch.Tensor]) 
         _replace(model, name, new)
         used |= {f"{name}.weight", f"{name}.weight_scale"} | ({f"{name}.bias"} & set(tensors))
     return used
-
-
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype of the model's floating-point parameters (int8 buffers are not parameters)."""
-    return next(p.dtype for p in model.parameters() if p.is_floating_point())
 
 
 def _check_quantized(name: str, linear: nn.Module, q: torch.Tensor, scale: torch.Tensor) -> None:

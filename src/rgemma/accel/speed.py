@@ -27,7 +27,6 @@ reference every switch is tested against (tests/test_speed.py).
 
 from __future__ import annotations
 
-import ctypes
 import functools
 
 import torch
@@ -35,8 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from rgemma import kernels
+from rgemma.accel.memory import libc
 from rgemma.models.griffin import RGLRU
 from rgemma.models.state import State
+from rgemma.models.surface import floating_dtype
 
 
 def set_threads(n: int | None) -> int:
@@ -208,10 +209,8 @@ def reuse_memory() -> bool:
     several such logits-sized tensors. Memory freed stays mapped for reuse, so RSS holds its
     peak: call it once the model is loaded (and quantized), so that those steps' big
     temporaries go back to the OS. Returns whether it applied (False off glibc)."""
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = getattr(libc(), "mallopt", None)
+    if mallopt is None:
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30) and mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
 
@@ -227,10 +226,9 @@ def optimize(model, *, compile: bool = False, quantize: str | None = None):
         from rgemma.accel.quantize import quantize_model
 
         quantize_model(model)
-    weight = next(p for p in model.parameters() if p.is_floating_point())
-    if weight.device.type == "cpu":
+    if next(model.parameters()).device.type == "cpu":
         reuse_memory()
-        if weight.dtype != torch.float32:
+        if floating_dtype(model.parameters()) != torch.float32:
             matvec_linears(model)  # float32 F.linear is as fast at one row (README, Speed)
     if compile:
         compile_decode_step(model)

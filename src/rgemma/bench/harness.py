@@ -3,7 +3,7 @@
 Shapes: `2b` (the real 2B shape in bf16), `2b-3l` (three 2B-shaped layers with the full vocab,
 fp32 and bf16) and `small` (hidden 512, 6 layers, 32k vocab, fp32). Measures:
 - ceilings: this machine's GEMM GFLOP/s (bf16, fp32) and memory GB/s, measured in the run;
-- prefill: tokens/s for one prompt of T tokens (rgemma: generate.prefill, chunks of 2048);
+- prefill: tokens/s for one prompt of T tokens (rgemma: generate.prefill, chunks of PREFILL_CHUNK);
 - decode: tokens/s summed over B rows, greedy (rgemma: generate.decode);
 - position: ms per token at batch 1 with ~P tokens already read, and the peak RSS there.
 Each figure is also a fraction of its roofline: non-embedding FLOPs / GEMM rate for prefill;
@@ -17,10 +17,8 @@ run that outgrows the memory limit or the clock fails alone.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -30,7 +28,9 @@ from pathlib import Path
 
 import torch
 
+from rgemma.accel.memory import meminfo_gb, peak_rss_mb, reset_peak_rss, rss_bytes
 from rgemma.models.config import PRESETS, RecurrentGemmaConfig
+from rgemma.text.generate import PREFILL_CHUNK
 
 PREFIX = "BENCH "  # marks a result line on a worker's stdout
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -338,8 +338,8 @@ class TransformersRunner:
             token = logits[:, -1].argmax(-1)
 
     def at_position(self, position: int, synthetic: bool):
-        # Reached in chunks of 2048 (the cost of a step does not depend on how it got there).
-        return self.prefill(_random_ids(self.config, 1, position, self.device), chunk=2048)
+        # Reached in chunks (the cost of a step does not depend on how it got there).
+        return self.prefill(_random_ids(self.config, 1, position, self.device), chunk=PREFILL_CHUNK)
 
     def weight_bytes(self) -> int:
         return weight_bytes(self.model)
@@ -383,7 +383,7 @@ def perplexity_delta(
         quantize.quantize_model(lm)
         result.update(tokens=before["tokens"], perplexity=before["perplexity"])
         cpu = lm.device.type == "cpu"
-        bf16 = next(lm.parameters()).dtype == torch.bfloat16
+        bf16 = lm.dtype == torch.bfloat16
         choices = (
             ("auto",)
             + (("native",) if int8_gemv_available() and cpu else ())
@@ -465,7 +465,7 @@ def _timed(setup, run, threads: int, reps: int, tries: int) -> dict:
 
 def bench_prefill(runner, T: int, threads: int, reps: int) -> dict:
     ids = _random_ids(runner.config, 1, T, runner.device)
-    runner.prefill(ids[:, : min(T, 2048)])  # warm-up, at the chunk's shapes
+    runner.prefill(ids[:, : min(T, PREFILL_CHUNK)])  # warm-up, at the chunk's shapes
     big = T > 8192
     r = _timed(lambda: ids, runner.prefill, threads, 1 if big else reps, 2 if big else 3 * reps)
     return {
@@ -532,32 +532,6 @@ def bench_position(
     }
 
 
-def reset_peak_rss() -> None:
-    """Start a new peak: hand freed heap back to the OS first (else memory freed by an earlier
-    phase, a long prefill say, still counts as resident), then reset the high-water mark."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass  # not Linux: the peak is then the process's since it started
-
-
-def peak_rss_mb() -> float:
-    try:
-        status = Path("/proc/self/status").read_text()
-        return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
-    except (OSError, AttributeError):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 # --------------------------------------------------------------------------- one worker
 def run_group(spec: dict, emit) -> None:
     """Every measure of one (shape, dtype, implementation), each passed to emit(record)."""
@@ -608,14 +582,13 @@ def _guard_memory(limit_gb: float | None, base: dict, current: dict, emit) -> No
 
     def watch():
         while True:
-            rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            if rss > limit_gb * 2**30:
+            if rss_bytes() > limit_gb * 2**30:
                 emit({**base, **current, "error": f"out of memory: RSS passed the {limit_gb:.1f} GB limit"})
                 sys.stdout.flush()
                 os._exit(3)
             time.sleep(0.02)
 
-    if Path("/proc/self/statm").exists():
+    if rss_bytes() is not None:
         threading.Thread(target=watch, daemon=True).start()
 
 
@@ -631,7 +604,7 @@ def _worker_main(spec_json: str) -> int:
 MEASURES = ("ceilings", "prefill", "decode", "position", "products")
 
 
-def _unknown_measures(names) -> str | None:
+def unknown_measures(names) -> str | None:
     unknown = sorted(set(names) - set(MEASURES))
     return f"unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)}" if unknown else None
 
@@ -660,13 +633,13 @@ def run_bench(
     one record per (shape, dtype, implementation, measure, size)."""
     from rgemma.accel.speed import set_threads
 
-    problem = _unknown_measures(measures)
+    problem = unknown_measures(measures)
     if problem:
         raise ValueError(problem)
     set_threads(threads)
     cache_dir = Path(cache_dir or Path.home() / ".cache" / "rgemma" / "bench")
     if mem_limit_gb is None:
-        mem_limit_gb = 0.8 * _available_gb()
+        mem_limit_gb = 0.8 * meminfo_gb("MemAvailable")
     report = {"machine": machine_info(threads), "ceilings": {}, "results": []}
     if "ceilings" in measures:
         report["ceilings"] = measure_ceilings(device, quick)
@@ -782,7 +755,7 @@ def machine_info(threads: int) -> dict:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "threads": threads,
-        "memory_gb": round(_total_gb(), 1),
+        "memory_gb": round(meminfo_gb("MemTotal"), 1),
         "torch": torch.__version__,
         "transformers": _version("transformers"),
         "cuda": torch.cuda.is_available() and torch.cuda.get_device_name(0),
@@ -796,22 +769,6 @@ def _version(package: str) -> str | None:
         return version(package)
     except PackageNotFoundError:
         return None
-
-
-def _meminfo(key: str) -> float:
-    try:
-        text = Path("/proc/meminfo").read_text()
-        return int(re.search(rf"{key}:\s+(\d+)", text).group(1)) / 2**20
-    except (OSError, AttributeError):
-        return 16.0
-
-
-def _available_gb() -> float:
-    return _meminfo("MemAvailable")
-
-
-def _total_gb() -> float:
-    return _meminfo("MemTotal")
 
 
 # --------------------------------------------------------------------------- reporting
@@ -883,140 +840,8 @@ def _cell(r: dict | None, measure: str) -> str:
     return f"{r['tok_s']:.1f} tok/s"
 
 
-# --------------------------------------------------------------------------- command line
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(
-        int(float(x.lower().replace("k", "")) * (1024 if "k" in x.lower() else 1))
-        for x in text.split(",")
-        if x
-    )
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(x for x in text.split(",") if x)
-
-
-def _measures(text: str) -> tuple[str, ...]:
-    names = _names(text)
-    problem = _unknown_measures(names)
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return names
-
-
-def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--shapes",
-        type=_names,
-        default=("small", "2b-3l"),
-        help=f"comma-separated, from {sorted(SHAPES)} (default: small,2b-3l)",
-    )
-    p.add_argument("--dtypes", type=_names, default=None, help="keep only these (fp32,bf16)")
-    p.add_argument(
-        "--impls", type=_names, default=("rgemma", "transformers"), help=f"comma-separated, from {IMPLS}"
-    )
-    p.add_argument("--compile", action="store_true", help="also time rgemma-compile")
-    p.add_argument(
-        "--quantize", choices=["int8"], help="also time rgemma-int8 (and rgemma-int8-compile with --compile)"
-    )
-    p.add_argument(
-        "--measures",
-        type=_measures,
-        default=MEASURES[:4],
-        help=f"comma-separated, from {', '.join(MEASURES)} (default: all but products). "
-        "products times a decode step's weight products alone, back to back "
-        "(rgemma only): the step's floor without its other ops",
-    )
-    p.add_argument("--prefill", type=_ints, default=None, help="prompt lengths, e.g. 1k,4k,32k")
-    p.add_argument("--batches", type=_ints, default=None, help="decode batch sizes, e.g. 1,8,32")
-    p.add_argument("--positions", type=_ints, default=None, help="decode positions, e.g. 1k,32k")
-    p.add_argument("--steps", type=int, default=16, help="decode steps timed per figure")
-    p.add_argument("--reps", type=int, default=3, help="runs per figure (the best counts)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--cache-dir", default=None, help="where random checkpoints are kept")
-    p.add_argument(
-        "--mem-limit-gb",
-        type=float,
-        default=None,
-        help="a worker past this RSS fails (default: 80%% of available memory)",
-    )
-    p.add_argument("--timeout", type=float, default=3600, help="seconds per worker")
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="the small shape, prefill 1k, decode batch 1, positions 1k/8k, 8 steps",
-    )
-    p.add_argument("--out", default=None, help="write the report as JSON here")
-    p.add_argument(
-        "--perplexity",
-        metavar="MODEL_DIR",
-        default=None,
-        help="instead: perplexity of a trained checkpoint before/after int8 on --data",
-    )
-    p.add_argument("--data", default=None, help="held-out documents for --perplexity")
-
-
-def run_bench_cli(args) -> int:
-    if args.perplexity:
-        if not args.data:
-            raise SystemExit("rgemma bench: --perplexity needs --data FILE")
-        result = perplexity_delta(args.perplexity, args.data)
-        print(json.dumps(result, indent=1))
-        if args.out:
-            Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-        return 0
-    impls = list(args.impls)
-    impls += ["rgemma-compile"] if args.compile and "rgemma-compile" not in impls else []
-    impls += ["rgemma-int8"] if args.quantize and "rgemma-int8" not in impls else []
-    both = args.compile and args.quantize and "rgemma-int8-compile" not in impls
-    impls += ["rgemma-int8-compile"] if both else []
-    kw = dict(
-        prefill=args.prefill,
-        batches=args.batches,
-        positions=args.positions,
-        steps=args.steps,
-        reps=args.reps,
-        shapes=args.shapes,
-    )
-    if args.quick:
-        kw.update(
-            prefill=args.prefill or (1024,),
-            batches=args.batches or (1,),
-            positions=args.positions or (1024, 8192),
-            steps=min(args.steps, 8),
-            reps=2,
-        )
-        kw["shapes"] = args.shapes if args.shapes != ("small", "2b-3l") else ("small",)
-    report = run_bench(
-        dtypes=args.dtypes,
-        impls=tuple(impls),
-        measures=args.measures,
-        threads=args.threads,
-        device=args.device,
-        cache_dir=args.cache_dir,
-        mem_limit_gb=args.mem_limit_gb,
-        timeout=args.timeout,
-        quick=args.quick,
-        out=args.out,
-        **kw,
-    )
-    print(format_table(report))
-    return 1 if any("error" in r for r in report["results"] if r["impl"] != "transformers") else 0
-
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--worker"]:
-        return _worker_main(argv[1])
-    parser = argparse.ArgumentParser(
-        prog="rgemma bench",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_bench_arguments(parser)
-    return run_bench_cli(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+# --------------------------------------------------------------------------- the worker process
+if __name__ == "__main__":  # python -m rgemma.bench.harness --worker SPEC_JSON (see _run_spec)
+    if sys.argv[1:2] != ["--worker"] or len(sys.argv) != 3:
+        raise SystemExit("usage: python -m rgemma.bench.harness --worker SPEC_JSON (rgemma bench runs it)")
+    raise SystemExit(_worker_main(sys.argv[2]))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import sys
@@ -30,6 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from rgemma.bundled import grammar as g
+from rgemma.io.atomic import atomic_file
 
 SPLITS = ("train", "heldout")
 _CHOICE = re.compile(r"\[([^\[\]]*)\]")
@@ -244,17 +244,14 @@ class CorpusStats:
 def write_corpus(path: str | Path, n_docs: int, seed: int = 0, split: str = "train") -> CorpusStats:
     """Write `n_docs` stories as JSONL (`{"text": ...}` per line), atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     chars = words = 0
     vocab: set[str] = set()
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for text in stories(n_docs, seed, split):
             f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
             tokens = re.findall(r"[A-Za-z']+", text)
             chars, words = chars + len(text), words + len(tokens)
             vocab.update(t.lower() for t in tokens)
-    os.replace(tmp, path)
     return CorpusStats(n_docs, chars, round(path.stat().st_size / 2**20, 2), words, len(vocab))
 
 

@@ -8,7 +8,6 @@ bfloat16 to `OUT/export`, ready to copy into `src/rgemma/bundled/assets/rgemma-t
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,13 +75,12 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
     import torch
 
     from rgemma.io.atomic import atomic_directory
+    from rgemma.io.checkpoint_files import copy_tokenizer
     from rgemma.pretrained.classes import RecurrentGemmaForCausalLM
 
     checkpoint = Path(checkpoint)
     model = RecurrentGemmaForCausalLM.from_pretrained(checkpoint, dtype=torch.bfloat16)
     with atomic_directory(out, keep_existing=False) as tmp:
-        for f in checkpoint.iterdir():
-            if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
-                shutil.copy2(f, tmp / f.name)
+        copy_tokenizer(checkpoint, tmp)
     model.save_pretrained(out)
     return Path(out)

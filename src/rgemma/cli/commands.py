@@ -16,8 +16,9 @@ from typing import TextIO
 
 import torch
 
+from rgemma.accel.memory import peak_memory_mb
 from rgemma.io.documents import read_documents
-from rgemma.pretrained.loading import load, peak_memory_mb
+from rgemma.pretrained.loading import load
 from rgemma.pretrained.snapshot import load_state, save_state
 from rgemma.text.core import prefill
 from rgemma.text.engine import ChatSession, GenerationConfig, stream

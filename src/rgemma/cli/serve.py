@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from rgemma.cli import weight_options
+from rgemma.cli.options import dataclass_arguments, dataclass_values, weight_options
 from rgemma.serving.api import serve
+from rgemma.serving.limits import Limits
 
 EPILOG = """examples:
   rgemma serve                                    # the bundled model on 127.0.0.1:8080
@@ -45,49 +46,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY",
         help="require 'Authorization: Bearer KEY' (default: $RGEMMA_API_KEY, else none)",
     )
-    p.add_argument(
-        "--max-batch", type=int, metavar="N", default=32, help="sequences decoded together (default 32)"
-    )
-    p.add_argument(
-        "--max-queue",
-        type=int,
-        metavar="N",
-        default=256,
-        help="requests that may wait for a batch slot; more get 429 (default 256)",
-    )
-    p.add_argument(
-        "--max-prompt-tokens",
-        type=int,
-        metavar="N",
-        default=8192,
-        help="longest prompt accepted, in tokens (default 8192)",
-    )
-    p.add_argument(
-        "--max-tokens",
-        type=int,
-        metavar="N",
-        default=4096,
-        help="most new tokens per request; the chat default (default 4096)",
-    )
-    p.add_argument(
-        "--prefill-chunk",
-        type=int,
-        metavar="N",
-        default=256,
-        help="prompt tokens read per engine step, so long prompts do not stall decoding (default 256)",
-    )
+    dataclass_arguments(p, Limits)
     p.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the one-token decode step, as `generate --compile` does; it compiles "
         "once per batch-size bucket (powers of two up to --max-batch) as traffic first reaches it",
-    )
-    p.add_argument(
-        "--shutdown-grace",
-        type=float,
-        metavar="SECONDS",
-        default=30.0,
-        help="seconds in-flight requests get after SIGTERM (default 30)",
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
@@ -97,18 +61,13 @@ def run_serve(args: argparse.Namespace) -> int:
         model=args.model,
         host=args.host,
         port=args.port,
-        max_batch=args.max_batch,
         api_key=args.api_key or os.environ.get("RGEMMA_API_KEY") or None,
-        max_queue=args.max_queue,
-        max_prompt_tokens=args.max_prompt_tokens,
-        max_tokens=args.max_tokens,
         dtype=args.dtype,
         device=args.device,
         model_name=args.model_name,
-        prefill_chunk=args.prefill_chunk,
-        shutdown_grace=args.shutdown_grace,
         log_level=args.log_level,
         quantize=args.quantize,
         compile=args.compile,
+        limits=Limits(**dataclass_values(args, Limits)),
     )
     return 0

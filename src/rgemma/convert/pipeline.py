@@ -21,18 +21,19 @@ int8 weight-only layout (`quantize="int8"`)
 -------------------------------------------
 Every nn.Linear weight except the tied LM head (linear_x/linear_y/linear_out, q/k/v/o_proj,
 gate/up/down_proj) `X.weight` is stored as two tensors:
-    X.weight        int8     [out, in]   q = round(w / scale), within [-127, 127]
-    X.weight_scale  float32  [out]       scale = max_j |w[i, j]| / 127  (1.0 for an all-zero row)
-so w ~= q * scale[:, None], within scale/2 per element (`dequantize_int8`). Symmetric, per output
-channel, computed in float32 from the source weights. Biases, the embedding, norms, conv_1d and
-rg_lru parameters stay in the checkpoint dtype (config.json `torch_dtype`). config.json gains
+    X.weight        int8   [out, in]   q = round(w / scale), within [-127, 127]
+    X.weight_scale  dtype  [out]       scale = max_j |w[i, j]| / 127 in the output dtype
+so w ~= q * scale[:, None], within scale/2 per element. Symmetric, per output channel, by
+rgemma.accel.quantize.quantize_weight (the quantizer `--quantize int8` uses at load) applied to
+the weight in the output dtype: the bytes equal those of converting without --quantize and
+quantizing at load. Biases, the embedding, norms, conv_1d and rg_lru parameters stay in the
+checkpoint dtype (config.json `torch_dtype`). config.json gains
     "quantization": {"method": "int8-weight-only", "group_size": null, "modules": [X, ...]}
 listing the quantized modules by name, e.g. "model.layers.0.temporal_block.linear_x".
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import re
 import shutil
@@ -43,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from rgemma.accel.quantize import quantize_weight
 from rgemma.convert.deepmind import (
     DEEPMIND_FLAX_RULES,
     DEEPMIND_TORCH_RULES,
@@ -55,22 +57,26 @@ from rgemma.convert.deepmind import (
     match_rule,
     source_name,
 )
-from rgemma.convert.sources import OutEntry, ShardWriter, TensorInfo, detect_format, one_line, open_source
+from rgemma.convert.sources import TensorInfo, detect_format, one_line, open_source
 from rgemma.convert.tokenizer import install_tokenizer
 from rgemma.io.atomic import atomic_directory
-from rgemma.io.checkpoint_files import parse_dtype, parse_size, resolve_model_dir, write_config
-from rgemma.models.config import PRESETS, RecurrentGemmaConfig
+from rgemma.io.checkpoint_files import (
+    copy_tokenizer,
+    parse_dtype,
+    parse_size,
+    resolve_model_dir,
+    write_config,
+)
+from rgemma.io.shards import MAX_SHARD_SIZE, ShardEntry, ShardWriter
+from rgemma.models.config import RecurrentGemmaConfig
+from rgemma.pretrained.checkpoint import checkpoint_config
 
 __all__ = [
     "DEEPMIND_FLAX_RULES",
     "DEEPMIND_TORCH_RULES",
     "FORMATS",
-    "add_convert_arguments",
     "convert",
     "deepmind_to_hf",
-    "dequantize_int8",
-    "quantize_int8",
-    "run_convert",
 ]
 
 FORMATS = ("hf", "deepmind-torch", "deepmind-flax")
@@ -183,38 +189,23 @@ def _plan(fmt: str, source, src: Path, preset, window, cap, embedding_scale):
     return config, steps, linears
 
 
-# --------------------------------------------------------------------------- int8
-def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-output-channel int8: (q int8 [out, in], scale float32 [out])."""
-    w = w.float()
-    amax = w.abs().amax(dim=1)
-    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
-    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
-    return q, scale
-
-
-def dequantize_int8(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """q * scale[:, None] as `dtype`: within scale/2 of the original weight."""
-    return (q.float() * scale.float()[:, None]).to(dtype)
-
-
-def _out_entries(steps: list[Step], dtype: torch.dtype, quantized: set[str]) -> list[OutEntry]:
+def _out_entries(steps: list[Step], dtype: torch.dtype, quantized: set[str]) -> list[ShardEntry]:
     entries = []
     for step in steps:
         for target, shape in zip(step.targets, step.shapes):
             if target in quantized:
                 entries += [
-                    OutEntry(target, torch.int8, shape),
-                    OutEntry(target + "_scale", torch.float32, shape[:1]),
+                    ShardEntry(target, torch.int8, shape),
+                    ShardEntry(target + "_scale", dtype, shape[:1]),
                 ]
             else:
-                entries.append(OutEntry(target, dtype, shape))
+                entries.append(ShardEntry(target, dtype, shape))
     return entries
 
 
 def _encode(name: str, t: torch.Tensor, dtype: torch.dtype, quantized: set[str]):
-    if name in quantized:
-        q, scale = quantize_int8(t)
+    if name in quantized:  # what the unquantized export would hold, quantized as at load
+        q, scale = quantize_weight(t.to(dtype), dtype)
         return [(name, q), (name + "_scale", scale)]
     return [(name, t.to(dtype))]
 
@@ -231,7 +222,7 @@ def convert(
     embedding_scale: bool | None = None,
     tokenizer: str | Path | None = None,
     dtype: torch.dtype | str | None = None,
-    max_shard_size: int | str = "2GB",
+    max_shard_size: int | str = MAX_SHARD_SIZE,
     quantize: str | None = None,
     force: bool = False,
     progress: bool = True,
@@ -269,8 +260,8 @@ def convert(
                 install_tokenizer(tokenizer, tmp)
                 config = _with_tokenizer_ids(config, tmp)
             elif fmt == "hf":
-                _copy_extras(src, tmp)
-            write_config(tmp, _config_dict(config, out_dtype, [m for m in linears if quantize]))
+                copy_tokenizer(src, tmp)  # an HF source keeps its tokenizer
+            write_config(tmp, checkpoint_config(config, out_dtype, [m for m in linears if quantize]))
             if tokenizer is None and fmt == "hf" and (src / "generation_config.json").is_file():
                 shutil.copyfile(src / "generation_config.json", tmp / "generation_config.json")
     finally:
@@ -357,135 +348,3 @@ def _with_tokenizer_ids(config: RecurrentGemmaConfig, out: Path) -> RecurrentGem
         )
     ids = dict(bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
     return dataclasses.replace(config, **{k: v for k, v in ids.items() if v is not None})
-
-
-def _copy_extras(src: Path, out: Path) -> None:
-    """An HF source keeps its tokenizer files."""
-    from rgemma.convert.tokenizer import COPIED
-
-    for name in COPIED:
-        if (src / name).is_file():
-            shutil.copyfile(src / name, out / name)
-
-
-def _config_dict(config: RecurrentGemmaConfig, dtype: torch.dtype, quantized_modules: list[str]) -> dict:
-    out = config.to_dict()
-    out["torch_dtype"] = out["dtype"] = str(dtype).removeprefix("torch.")
-    out.pop("quantization", None)
-    if quantized_modules:
-        out["quantization"] = {"method": "int8-weight-only", "group_size": None, "modules": quantized_modules}
-    return out
-
-
-# --------------------------------------------------------------------------- CLI
-EXAMPLES = """\
-what each source needs:
-  hf              a directory with config.json and safetensors (or a repo id in the HF cache)
-  deepmind-torch  a .pt/.pth/.bin state dict, plus --preset, or --attention-window-size and
-                  --logits-soft-cap (the shapes give everything else)
-  deepmind-flax   an Orbax directory (pip install 'rgemma[flax]'), or a .npz of the parameter
-                  tree flattened with "." (blocks.0.recurrent_block.linear_x.kernel, ...);
-                  the same flags as deepmind-torch
-
-examples:
-  # DeepMind's PyTorch release, with its SentencePiece tokenizer
-  rgemma convert 2b.pt recurrentgemma-2b --preset recurrentgemma-2b --tokenizer tokenizer.model
-  # the paper's Griffin, without a preset
-  rgemma convert griffin.pt griffin --attention-window-size 1024 --logits-soft-cap 0 --no-embedding-scale
-  # DeepMind's Flax/Orbax checkpoint
-  rgemma convert 2b/ recurrentgemma-2b --from deepmind-flax --preset recurrentgemma-2b
-  # re-shard an HF checkpoint as bfloat16 in 1 GB files; int8 weight-only linears
-  rgemma convert google/recurrentgemma-2b 2b-bf16 --dtype bfloat16 --max-shard-size 1GB
-  rgemma convert 2b-bf16 2b-int8 --quantize int8
-"""
-
-
-def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The flags of `rgemma convert`; `run_convert` takes the parsed namespace."""
-    parser.description = (
-        "Convert a checkpoint (HF, DeepMind PyTorch, DeepMind Flax) into an HF directory\n"
-        "of safetensors, tensor by tensor. DST appears only when complete."
-    )
-    parser.epilog = EXAMPLES
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument(
-        "src", metavar="SRC", help="checkpoint to read: HF directory, .pt, Orbax directory or .npz"
-    )
-    parser.add_argument("dst", metavar="DST", help="HF directory to create (must not exist unless --force)")
-    parser.add_argument(
-        "--from", dest="source_format", choices=FORMATS, help="source format (default: detected from SRC)"
-    )
-    parser.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        help="DeepMind preset that supplies the window, soft-cap and embedding scaling",
-    )
-    parser.add_argument(
-        "--attention-window-size",
-        type=int,
-        metavar="W",
-        help="local attention window (2048 for RecurrentGemma, 1024 in the paper)",
-    )
-    parser.add_argument(
-        "--logits-soft-cap",
-        type=float,
-        metavar="CAP",
-        help="tanh cap on the logits (30 for RecurrentGemma; 0 for none)",
-    )
-    parser.add_argument(
-        "--no-embedding-scale",
-        dest="embedding_scale",
-        action="store_const",
-        const=False,
-        default=None,
-        help="do not scale embeddings by sqrt(width) (the paper's Griffin/Hawk)",
-    )
-    parser.add_argument(
-        "--tokenizer",
-        metavar="PATH",
-        help="SentencePiece tokenizer.model, or a directory of tokenizer files, to "
-        "include (tokenizer.json is built from the .model)",
-    )
-    parser.add_argument(
-        "--dtype",
-        choices=("bfloat16", "float16", "float32"),
-        help="dtype of the written weights (default: the source's)",
-    )
-    parser.add_argument(
-        "--max-shard-size",
-        default="2GB",
-        metavar="SIZE",
-        help="largest safetensors file, e.g. 2GB or 500MB (default: 2GB)",
-    )
-    parser.add_argument(
-        "--quantize",
-        choices=QUANTIZATIONS,
-        help="int8: weight-only int8 linears with per-output-channel scales",
-    )
-    parser.add_argument("--force", action="store_true", help="replace DST if it exists")
-    return parser
-
-
-def run_convert(args: argparse.Namespace) -> int:
-    """Run `rgemma convert` from parsed arguments; one line on stderr and 1 on failure."""
-    try:
-        out = convert(
-            args.src,
-            args.dst,
-            source_format=args.source_format,
-            preset=args.preset,
-            attention_window_size=args.attention_window_size,
-            logits_soft_cap=args.logits_soft_cap,
-            embedding_scale=args.embedding_scale,
-            tokenizer=args.tokenizer,
-            dtype=args.dtype,
-            max_shard_size=args.max_shard_size,
-            quantize=args.quantize,
-            force=args.force,
-            progress=getattr(args, "progress", True),
-        )
-    except (ValueError, OSError, ImportError) as err:
-        print(f"rgemma convert: error: {one_line(err)}", file=sys.stderr)
-        return 1
-    print(f"rgemma convert: wrote {out}", file=sys.stderr)
-    return 0

@@ -13,16 +13,13 @@ Every source gives `tensors()` (name -> shape and dtype, read without touching t
 - `OrbaxSource`: DeepMind's Flax/Orbax checkpoint directory, restored one top-level subtree
   (`embedder`, `blocks.N`, `final_norm`) at a time. Needs the `flax` extra.
 
-`ShardWriter` writes the safetensors format itself (8-byte header length, JSON header, raw
-bytes): the header is known from the conversion plan, so each tensor goes to disk as soon as it
-is converted, and a shard never sits in memory.
+Writing goes through rgemma.io.shards.ShardWriter, which streams each converted tensor to disk.
 """
 
 from __future__ import annotations
 
-import json
+import ctypes
 import mmap
-import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,23 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rgemma.io.checkpoint_files import INDEX, SINGLE, weight_files
+from rgemma.accel.memory import libc
+from rgemma.io.checkpoint_files import weight_files
+from rgemma.io.shards import ST_DTYPES
 
 ORBAX_MARKERS = ("_METADATA", "_CHECKPOINT_METADATA", "checkpoint", "manifest.ocdbt", "commit_success.txt")
 FLAX_EXTRA = (
     "reading an Orbax checkpoint needs the optional packages orbax-checkpoint and jax: "
     "pip install 'rgemma[flax]' (or save the flattened parameter tree as a .npz)"
 )
-ST_DTYPES = {
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.float64: "F64",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.int32: "I32",
-    torch.int64: "I64",
-}
 _FROM_ST = {v: k for k, v in ST_DTYPES.items()}
 
 
@@ -337,99 +326,8 @@ def _drop_pages(t: torch.Tensor, maps: list[tuple[int, int]]) -> None:
     page = mmap.PAGESIZE
     lo = t.data_ptr() // page * page
     hi = -(-(t.data_ptr() + t.numel() * t.element_size()) // page) * page
+    c = libc()
     for start, end in maps:
-        if start <= lo and hi <= end:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), 4)  # MADV_DONTNEED
+        if c is not None and start <= lo and hi <= end:
+            c.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), 4)  # MADV_DONTNEED
             return
-
-
-# --------------------------------------------------------------------------- writing
-@dataclass(frozen=True)
-class OutEntry:
-    name: str
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-
-    @property
-    def nbytes(self) -> int:
-        n = self.dtype.itemsize
-        for d in self.shape:
-            n *= d
-        return n
-
-
-class ShardWriter:
-    """Writes the planned entries, in order, into model.safetensors or numbered shards + index.
-
-    Call `write(name, tensor)` for every entry in the planned order, then `finish()`."""
-
-    def __init__(self, out: Path, entries: list[OutEntry], max_bytes: int):
-        self.out = out
-        self.shards = _split(entries, max_bytes)
-        n = len(self.shards)
-        self.names = (
-            [SINGLE] if n == 1 else [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
-        )
-        self._order = [(i, e) for i, shard in enumerate(self.shards) for e in shard]
-        self._next = 0
-        self._file = None
-
-    def write(self, name: str, tensor: torch.Tensor) -> None:
-        shard, entry = self._order[self._next]
-        if name != entry.name or tuple(tensor.shape) != entry.shape or tensor.dtype != entry.dtype:
-            raise RuntimeError(f"writer expected {entry}, got {name} {tuple(tensor.shape)} {tensor.dtype}")
-        if self._file is None:
-            self._file = open(self.out / self.names[shard], "wb")
-            self._file.write(_header(self.shards[shard]))
-        data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
-        self._file.write(memoryview(data))
-        self._next += 1
-        if self._next == len(self._order) or self._order[self._next][0] != shard:
-            self._file.close()
-            self._file = None
-
-    def finish(self) -> None:
-        if self._next != len(self._order):
-            raise RuntimeError(f"writer got {self._next} of {len(self._order)} tensors")
-        if len(self.shards) == 1:
-            return
-        weight_map = {e.name: fname for fname, shard in zip(self.names, self.shards) for e in shard}
-        total = sum(e.nbytes for shard in self.shards for e in shard)
-        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (self.out / INDEX).write_text(json.dumps(index, indent=2) + "\n")
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-def _split(entries: list[OutEntry], max_bytes: int) -> list[list[OutEntry]]:
-    shards: list[list[OutEntry]] = [[]]
-    size = 0
-    for e in entries:
-        if shards[-1] and size + e.nbytes > max_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(e)
-        size += e.nbytes
-    return shards
-
-
-def _header(entries: list[OutEntry]) -> bytes:
-    """The safetensors header: u64 little-endian length, then JSON padded to 8 bytes."""
-    header: dict = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for e in entries:
-        header[e.name] = {
-            "dtype": ST_DTYPES[e.dtype],
-            "shape": list(e.shape),
-            "data_offsets": [offset, offset + e.nbytes],
-        }
-        offset += e.nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    return struct.pack("<Q", len(raw)) + raw

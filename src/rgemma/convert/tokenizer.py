@@ -29,17 +29,11 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rgemma.io.checkpoint_files import copy_tokenizer, tokenizer_files
+
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 UNIGRAM, BPE = 1, 2
 TURN_TOKENS = ("<start_of_turn>", "<end_of_turn>")
-COPIED = (
-    "tokenizer.model",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "added_tokens.json",
-)
 
 
 @dataclass
@@ -256,7 +250,7 @@ def _token_entry(content: str, special: bool = True, normalized: bool = False) -
     }
 
 
-def tokenizer_files(sp: SentencePieceModel) -> dict[str, dict]:
+def tokenizer_configs(sp: SentencePieceModel) -> dict[str, dict]:
     """tokenizer_config.json and special_tokens_map.json for a SentencePiece model."""
     from rgemma.text.tokenizer import GEMMA_CHAT_TEMPLATE
 
@@ -291,13 +285,11 @@ def install_tokenizer(source: str | Path, out: Path) -> None:
     write tokenizer.json / tokenizer_config.json / special_tokens_map.json where missing."""
     source = Path(source).expanduser()
     if source.is_dir():
-        found = [source / name for name in COPIED if (source / name).is_file()]
-        if not any(f.name in ("tokenizer.model", "tokenizer.json") for f in found):
+        if not any(f.name in ("tokenizer.model", "tokenizer.json") for f in tokenizer_files(source)):
             raise FileNotFoundError(
                 f"tokenizer directory {source} has neither tokenizer.model nor tokenizer.json"
             )
-        for f in found:
-            shutil.copyfile(f, out / f.name)
+        copy_tokenizer(source, out)
     elif source.is_file():
         shutil.copyfile(source, out / "tokenizer.model")
     else:
@@ -308,6 +300,6 @@ def install_tokenizer(source: str | Path, out: Path) -> None:
     sp = read_sentencepiece(model_file)
     if not (out / "tokenizer.json").is_file():
         sentencepiece_to_tokenizers(sp).save(str(out / "tokenizer.json"))
-    for name, data in tokenizer_files(sp).items():
+    for name, data in tokenizer_configs(sp).items():
         if not (out / name).is_file():
             (out / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

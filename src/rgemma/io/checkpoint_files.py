@@ -1,17 +1,26 @@
 """Checkpoint directories on disk, without a model: where they are (a path, the local HF
-cache, the bundled model), which weight files they hold, and writing config and safetensors."""
+cache, the bundled model), which weight files they hold, and writing config.json (the
+safetensors writer is rgemma.io.shards)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 SINGLE = "model.safetensors"
+TOKENIZER_FILES = (  # what makes up a tokenizer in an HF directory; rgemma.text.tokenizer reads them
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "added_tokens.json",
+)
 INDEX = "model.safetensors.index.json"
 DTYPES = {
     "float32": torch.float32,
@@ -140,29 +149,18 @@ def write_config(out: Path, config: dict) -> None:
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
 
 
-def write_shards(out: Path, tensors: dict[str, torch.Tensor], max_bytes: int) -> None:
-    """One model.safetensors, or numbered shards of at most max_bytes plus an index."""
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for name, t in tensors.items():
-        n = t.numel() * t.element_size()
-        if shards[-1] and size + n > max_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][name] = t
-        size += n
-    meta = {"format": "pt"}
-    if len(shards) == 1:
-        save_file(shards[0], str(out / SINGLE), metadata=meta)
-        return
-    weight_map = {}
-    for i, shard in enumerate(shards, 1):
-        fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(out / fname), metadata=meta)
-        weight_map.update({k: fname for k in shard})
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (out / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+def tokenizer_files(directory: str | Path) -> list[Path]:
+    """The tokenizer files (TOKENIZER_FILES) present in `directory`."""
+    root = Path(directory)
+    return [root / name for name in TOKENIZER_FILES if (root / name).is_file()]
+
+
+def copy_tokenizer(source: str | Path, out: str | Path) -> list[Path]:
+    """Copy the tokenizer files of directory `source` into `out`; returns the files copied."""
+    found = tokenizer_files(source)
+    for f in found:
+        shutil.copy2(f, Path(out) / f.name)
+    return found
 
 
 def is_weight_file(path: Path) -> bool:

@@ -3,14 +3,15 @@
 - `int8_gemv(x, q, scale, bias)` (int8_gemv.c): the int8 weight-only product for one to a few
   rows, AVX-512 VNNI, close to memory speed. Needs AVX-512 F, BW, VL and VNNI.
 - `amx_linear(x, w, scale, bias)` (amx_linear.c): bf16 activations times bf16 or int8
-  weights for decode batches (2 to ~128 rows) on AMX tiles; its int8 path is what makes an
-  int8 model as fast as bf16 at batch 8-32 (torch has no fast kernel there). Needs AMX-BF16.
+  weights for decode batches (2 to ~128 rows) on AMX tiles; its int8 path gives int8 models a
+  fast batched decode, where torch has no fast kernel. Needs AMX-BF16.
 
-rgemma.quantize and rgemma.speed use them; `int8_gemv_available()` / `amx_available()` say
+rgemma.accel.quantize and rgemma.accel.speed use them; `int8_gemv_available()` / `amx_available()` say
 whether each loaded, and torch's kernels run when not. Building needs a C compiler (`$CC`, else
 cc or gcc). RGEMMA_NATIVE=0 turns both off. Each shared library is built once into
 $RGEMMA_CACHE/kernels (default ~/.cache/rgemma/kernels), named by a hash of the source and the
-build command, and written atomically, so concurrent first uses cannot see half a file.
+build command, and written atomically (rgemma.io.atomic), so concurrent first uses cannot see
+half a file.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from rgemma.io.atomic import atomic_file
 
 HERE = Path(__file__).parent
 BASE_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC"]
@@ -210,13 +212,6 @@ def _build(compiler: str, kernel: Kernel) -> Path:
     target = cache / f"{source.stem}-{key}.so"
     if target.exists():
         return target
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".so.tmp")
-    os.close(fd)
-    try:
-        subprocess.run([*command, "-o", tmp], check=True, capture_output=True, timeout=120)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(target) as tmp:
+        subprocess.run([*command, "-o", str(tmp)], check=True, capture_output=True, timeout=120)
     return target

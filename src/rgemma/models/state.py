@@ -18,7 +18,8 @@ The model updates a State in place and returns it; `clone()` first to keep a sna
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -78,6 +79,17 @@ class State:
                 )
         zeros = torch.zeros(batch_size, dtype=torch.long, device=device)
         return cls(layers, zeros, zeros.clone(), zeros.clone(), fingerprint=state_fingerprint(config))
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, torch.Tensor], config: RecurrentGemmaConfig) -> State:
+        """The inverse of `tensors()`: the state of a `config` model from its named tensors, as
+        they are (`.to()` then moves them and sets the dtype)."""
+        layers: list[RecurrentState | AttentionState] = []
+        for i, kind in enumerate(config.layers_block_type):
+            layer = RecurrentState if kind == "recurrent" else AttentionState
+            layers.append(layer(**{f.name: tensors[f"layers.{i}.{f.name}"] for f in fields(layer)}))
+        counters = (tensors["count"], tensors["doc_start"], tensors["next_pos"])
+        return cls(layers, *counters, fingerprint=state_fingerprint(config))
 
     # ------------------------------------------------------------------ properties
     @property

@@ -4,8 +4,19 @@ Loading, saving and generate() sit above, in rgemma.pretrained."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
+
+
+def floating_dtype(tensors: Iterable[torch.Tensor]) -> torch.dtype:
+    """The dtype of the first floating-point tensor: a model's dtype, whatever int8 buffers or
+    integer tensors come first."""
+    for t in tensors:
+        if t.is_floating_point():
+            return t.dtype
+    raise ValueError("no floating-point tensor to take a dtype from")
 
 
 class ModelSurface:
@@ -22,7 +33,7 @@ class ModelSurface:
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
+        return floating_dtype(self.parameters())
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """Parameters counted once each (the tied LM head is the embedding)."""

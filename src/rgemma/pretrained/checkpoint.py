@@ -20,9 +20,10 @@ from rgemma.io.checkpoint_files import (
     resolve_model_dir,
     weight_files,
     write_config,
-    write_shards,
 )
+from rgemma.io.shards import MAX_SHARD_SIZE, write_shards
 from rgemma.models.config import RecurrentGemmaConfig
+from rgemma.models.surface import floating_dtype
 
 
 def load_model(cls, path_or_repo_id, dtype=None, device=None, progress: bool = False) -> nn.Module:
@@ -139,23 +140,47 @@ def _prepare_quantized(model: nn.Module, spec: dict, prefix: str, dtype: torch.d
 
 # --------------------------------------------------------------------------- saving
 def checkpoint_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors to write, under ForCausalLM key names, without the tied head."""
+    """The model's tensors on the CPU, under ForCausalLM key names."""
     prefix = "" if hasattr(model, "lm_head") else "model."
-    out = {}
-    for name, t in model.state_dict().items():
-        if name == "lm_head.weight" and model.config.tie_word_embeddings:
-            continue
-        out[prefix + name] = t.detach().to("cpu").contiguous()
+    return {prefix + name: t.detach().to("cpu") for name, t in model.state_dict().items()}
+
+
+def checkpoint_config(
+    config: RecurrentGemmaConfig, dtype: torch.dtype, quantized_modules: list[str] = ()
+) -> dict:
+    """config.json for weights of `dtype`: `torch_dtype` (and transformers 5's `dtype`) set,
+    and `quantization` listing the int8 modules, or absent when there are none."""
+    from rgemma.accel.quantize import METHOD
+
+    out = config.to_dict()
+    out["torch_dtype"] = out["dtype"] = str(dtype).removeprefix("torch.")
+    out.pop("quantization", None)
+    if quantized_modules:
+        out["quantization"] = {"method": METHOD, "group_size": None, "modules": list(quantized_modules)}
     return out
 
 
-def save_model(model: nn.Module, save_directory: str | Path, max_shard_size: int | str = "2GB") -> None:
-    """Write config.json, generation_config.json and safetensors into a temp dir, then swap it
-    into place, so a crash never leaves a half-written directory that looks complete."""
-    tensors = checkpoint_tensors(model)
-    config = model.config.to_dict()
-    config["torch_dtype"] = str(next(iter(tensors.values())).dtype).removeprefix("torch.")
-    config["dtype"] = config["torch_dtype"]
+def write_checkpoint(
+    out: Path,
+    tensors: dict[str, torch.Tensor],
+    config: RecurrentGemmaConfig,
+    max_shard_size: int | str = MAX_SHARD_SIZE,
+) -> None:
+    """config.json, generation_config.json and (sharded) safetensors of `tensors` (ForCausalLM
+    key names) into `out`: a tied LM head is left out, `torch_dtype`
+    is the weights' dtype, and int8 layers (`X.weight_scale`) are listed as quantized."""
+    from rgemma.accel.quantize import quantized_names
+
+    if config.tie_word_embeddings:  # the head (even an int8 copy of it) is the embedding
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("lm_head.")}
+    write_config(out, checkpoint_config(config, floating_dtype(tensors.values()), quantized_names(tensors)))
+    write_shards(out, tensors, parse_size(max_shard_size))
+
+
+def save_model(
+    model: nn.Module, save_directory: str | Path, max_shard_size: int | str = MAX_SHARD_SIZE
+) -> None:
+    """write_checkpoint into a temp dir, then swap it into place, so a crash never leaves a
+    half-written directory that looks complete."""
     with atomic_directory(save_directory) as tmp:
-        write_config(tmp, config)
-        write_shards(tmp, tensors, parse_size(max_shard_size))
+        write_checkpoint(tmp, checkpoint_tensors(model), model.config, max_shard_size)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from rgemma.io.shards import MAX_SHARD_SIZE
 from rgemma.models.griffin import GriffinForCausalLM, GriffinModel
 from rgemma.pretrained.checkpoint import load_model, save_model
 from rgemma.text.generate import generate
@@ -39,7 +40,10 @@ class PreTrainedMixin:
         )
 
     def save_pretrained(
-        self, save_directory: str | Path, max_shard_size: int | str = "2GB", safe_serialization: bool = True
+        self,
+        save_directory: str | Path,
+        max_shard_size: int | str = MAX_SHARD_SIZE,
+        safe_serialization: bool = True,
     ) -> None:
         """Write config.json, generation_config.json and (sharded) safetensors, atomically."""
         if not safe_serialization:

@@ -1,9 +1,8 @@
 """Loading for inference: a model and its tokenizer, with the speed-ups of
-rgemma.accel.speed.optimize applied, and the peak memory reading the commands report."""
+rgemma.accel.speed.optimize applied."""
 
 from __future__ import annotations
 
-import resource
 import sys
 import time
 from typing import TextIO
@@ -14,12 +13,6 @@ from rgemma.accel.speed import optimize
 from rgemma.io.checkpoint_files import parse_dtype, resolve_model_dir
 from rgemma.pretrained.classes import RecurrentGemmaForCausalLM
 from rgemma.text.tokenizer import Tokenizer
-
-
-def peak_memory_mb() -> float:
-    if torch.cuda.is_available() and torch.cuda.max_memory_allocated():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def load(

@@ -4,15 +4,13 @@ A snapshot is one safetensors file: every tensor of the State, the token ids it 
 (`tokens`), and metadata with the token count, the model fingerprint and free-form JSON
 (`extra`, e.g. a chat transcript). Loading into a different model is refused: the fingerprint
 covers the shape-defining config and a sample of every weight, so two fine-tunes of one
-architecture differ. Writes are atomic (temp file, then rename).
+architecture differ. Writes are atomic (rgemma.io.atomic.atomic_file).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from rgemma.io.atomic import default_mode
-from rgemma.models.state import AttentionState, RecurrentState, State, state_fingerprint
+from rgemma.io.atomic import atomic_file
+from rgemma.models.state import RecurrentState, State, state_fingerprint
 
 FORMAT = "rgemma-state"
 VERSION = "1"
@@ -74,17 +72,8 @@ def save_state(
         ),
         "extra": json.dumps(extra or {}),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, default_mode())  # mkstemp makes it private
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def load_state(path: str | Path, model) -> Snapshot:
@@ -109,25 +98,5 @@ def load_state(path: str | Path, model) -> Snapshot:
         )
     tokens = tensors.pop("tokens").tolist() if "tokens" in tensors else None
     logits = tensors.pop("logits").to(model.device) if "logits" in tensors else None
-    state = _build(tensors, json.loads(meta["kinds"]), model)
+    state = State.from_tensors(tensors, model.config).to(model.device, model.dtype)
     return Snapshot(state, tokens, logits, json.loads(meta.get("extra", "{}")))
-
-
-def _build(tensors: dict[str, torch.Tensor], kinds: list[str], model) -> State:
-    dev, dtype = model.device, model.dtype
-
-    def get(name: str, keep_dtype: bool = False) -> torch.Tensor:
-        t = tensors[name].to(dev)
-        return t if keep_dtype or not t.is_floating_point() else t.to(dtype)
-
-    layers = []
-    for i, kind in enumerate(kinds):
-        if kind == "recurrent":
-            layers.append(
-                RecurrentState(conv=get(f"layers.{i}.conv"), h=get(f"layers.{i}.h", keep_dtype=True))
-            )
-        else:
-            layers.append(AttentionState(k=get(f"layers.{i}.k"), v=get(f"layers.{i}.v")))
-    return State(
-        layers, get("count"), get("doc_start"), get("next_pos"), fingerprint=state_fingerprint(model.config)
-    )

@@ -21,6 +21,7 @@ queue is full, 503 while loading or shutting down.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import sys
@@ -29,7 +30,6 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -44,6 +44,7 @@ try:
 except ImportError as err:  # the server is an extra
     raise ImportError(f"rgemma serve needs FastAPI and uvicorn: pip install 'rgemma[serve]' ({err})") from err
 
+from rgemma.serving.limits import Limits
 from rgemma.serving.scheduler import (
     BatchEngine,
     Delta,
@@ -216,20 +217,6 @@ def _internal_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 # --------------------------------------------------------------------------- the service
-@dataclass
-class Limits:
-    max_batch: int = 32
-    max_queue: int = 256
-    max_prompt_tokens: int = 8192
-    max_tokens: int = 4096  # per request; also the chat default when max_tokens is absent
-    prefill_chunk: int = 256
-    shutdown_grace: float = 30.0  # seconds in-flight requests get after SIGTERM
-
-    @property
-    def max_body_bytes(self) -> int:
-        return max(1 << 20, 64 * self.max_prompt_tokens)
-
-
 class Service:
     """What the handlers share: the engine (None while loading), tokenizer, limits, metrics."""
 
@@ -811,22 +798,19 @@ def serve(
     model: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8080,
-    max_batch: int = 32,
     api_key: str | None = None,
-    max_queue: int = 256,
-    max_prompt_tokens: int = 8192,
-    max_tokens: int = 4096,
     dtype: str | None = None,
     device: str | None = None,
     model_name: str | None = None,
-    prefill_chunk: int = 256,
-    shutdown_grace: float = 30.0,
     log_level: str = "info",
     quantize: str | None = None,
     compile: bool = False,
+    limits: Limits | None = None,
+    **limit_values,
 ) -> None:
     """Serve `model` (a directory, a cached repo id, or None for the bundled model) until
     SIGINT/SIGTERM. The port opens at once; /health says 200 when the weights are loaded.
+    `limits` (or single Limits fields as keywords, e.g. max_batch=64) bound the service.
     `compile` applies the compiled decode step of `generate --compile`; the scheduler's bucketed
     batch sizes bound its recompiles (rgemma.serving.scheduler)."""
     from rgemma.io.checkpoint_files import resolve_model_dir
@@ -834,8 +818,8 @@ def serve(
 
     path = resolve_model_dir(model)  # a bad path fails here, before the port opens
     name = model_name or (model if model and not Path(model).expanduser().is_dir() else path.name)
-    limits = Limits(max_batch, max_queue, max_prompt_tokens, max_tokens, prefill_chunk, shutdown_grace)
-    _check_limits(limits)
+    limits = dataclasses.replace(limits or Limits(), **limit_values)
+    limits.validate()
     app = create_app(
         loader=lambda: load(str(path), dtype, device, quantize=quantize, compile=compile),
         model_name=name,
@@ -845,17 +829,13 @@ def serve(
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         print(f"rgemma serve: warning: listening on {host} without --api-key", file=sys.stderr)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(shutdown_grace) + 5
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(limits.shutdown_grace) + 5,
     )
     service: Service = app.state.service
     _Uvicorn(config, service).run()
     if service.load_error is not None:
         raise service.load_error
-
-
-def _check_limits(limits: Limits) -> None:
-    for name in ("max_batch", "max_prompt_tokens", "max_tokens", "prefill_chunk"):
-        if getattr(limits, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(limits, name)}")
-    if limits.max_queue < 0 or limits.shutdown_grace < 0:
-        raise ValueError("--max-queue and --shutdown-grace must be >= 0")

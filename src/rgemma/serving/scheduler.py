@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rgemma.models.state import State
+from rgemma.serving.limits import Limits
 from rgemma.text.core import Decoder, Row, Slots, prefill, row_generator
 from rgemma.text.output import TextStep, TextStream
 from rgemma.text.sampling import SamplingParams
@@ -147,7 +148,12 @@ class BatchEngine:
     """The continuous-batching loop. `start()` runs it on a thread; tests may call `step()`."""
 
     def __init__(
-        self, model, tokenizer: Tokenizer, max_batch: int = 32, max_queue: int = 256, prefill_chunk: int = 256
+        self,
+        model,
+        tokenizer: Tokenizer,
+        max_batch: int = Limits.max_batch,
+        max_queue: int = Limits.max_queue,
+        prefill_chunk: int = Limits.prefill_chunk,
     ):
         if max_batch < 1 or max_queue < 0 or prefill_chunk < 1:
             raise ValueError("max_batch and prefill_chunk must be >= 1, max_queue >= 0")

@@ -1,11 +1,7 @@
 """Training data: read documents, tokenize them, pack them into fixed-length rows.
 
-Formats, chosen by file name:
-- `*.jsonl`: one JSON object per line, either `{"text": "..."}` (a plain document) or
-  `{"messages": [{"role": ..., "content": ...}, ...]}` (a chat). Blank lines are skipped.
-- anything else: plain UTF-8 text, one document per run of non-blank lines: documents are
-  separated by one or more blank lines. (A document that itself holds blank lines belongs in
-  JSONL.)
+Files are read by rgemma.io.documents.read_records (the reader `rgemma perplexity` uses too):
+JSONL `{"text"}` or `{"messages"}` records, or plain text split on blank lines.
 
 Tokens and labels. A plain document becomes `[BOS] text [EOS]` and every token is a target. A
 chat is rendered with the tokenizer's chat template (which writes BOS itself); only the
@@ -28,54 +24,19 @@ The last row is filled up with pad tokens, labelled -100, as one more document.
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from rgemma.io.documents import read_records
 from rgemma.text.tokenizer import Message, Tokenizer
 
 IGNORE = -100
-_BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
 
 Example = tuple[list[int], list[int]]  # (token ids, labels with -100 where not a target)
-
-
-# --------------------------------------------------------------------------- reading
-def read_records(path: str | Path) -> Iterator[str | list[Message]]:
-    """The documents of one file: a text (str) or a chat (list of messages)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    if path.suffix == ".jsonl":
-        yield from _read_jsonl(path)
-        return
-    text = path.read_text(encoding="utf-8")
-    for doc in _BLANK_LINES.split(text.replace("\r\n", "\n")):
-        if doc.strip():
-            yield doc.strip("\n")
-
-
-def _read_jsonl(path: Path) -> Iterator[str | list[Message]]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{n}: invalid JSON ({err.msg})") from None
-            if isinstance(record, dict) and isinstance(record.get("text"), str):
-                yield record["text"]
-            elif isinstance(record, dict) and isinstance(record.get("messages"), list):
-                yield record["messages"]
-            else:
-                raise ValueError(f"{path}:{n}: expected an object with a 'text' string or a 'messages' list")
 
 
 # --------------------------------------------------------------------------- tokenizing
@@ -223,17 +184,3 @@ def global_rows(start: int, count: int, n_rows: int, seed: int) -> torch.Tensor:
         out.append(epoch_order(n_rows, epoch, seed)[offset : offset + take])
         start, count = start + take, count - take
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
-
-
-def tokenizer_files(tokenizer_dir: str | Path) -> list[Path]:
-    """The files that make up a tokenizer directory (copied into every checkpoint)."""
-    names = (
-        "tokenizer.json",
-        "tokenizer.model",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "chat_template.jinja",
-        "added_tokens.json",
-    )
-    root = Path(tokenizer_dir)
-    return [root / n for n in names if os.path.isfile(root / n)]

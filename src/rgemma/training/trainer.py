@@ -1,7 +1,9 @@
 """`rgemma train`: fine-tune (full or LoRA) or pre-train RecurrentGemma on text or chat data.
 
-    python -m rgemma.train --model DIR --data train.jsonl --out runs/ft --steps 1000
-    torchrun --nproc-per-node 8 -m rgemma.train --model DIR --data train.jsonl --out runs/ft
+    python -m rgemma train --model DIR --data train.jsonl --out runs/ft --steps 1000
+    torchrun --nproc-per-node 8 -m rgemma train --model DIR --data train.jsonl --out runs/ft
+
+The flags are TrainConfig's fields (rgemma.cli.train builds them).
 
 Data reading and packing live in data.py. One optimizer step sees `batch_size * grad_accum`
 packed rows (the global batch, whatever the number of processes). Under torchrun each process
@@ -23,16 +25,14 @@ checkpoint also holds the merged full weights, so it loads with `rgemma.load`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import shutil
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, fields
+from pathlib import Path, PurePath
 from typing import Any
 
 import torch
@@ -40,8 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from rgemma.io.atomic import atomic_directory
-from rgemma.io.checkpoint_files import parse_size, resolve_model_dir, write_config, write_shards
+from rgemma.io.checkpoint_files import copy_tokenizer, resolve_model_dir
 from rgemma.models.config import PRESETS, RecurrentGemmaConfig
+from rgemma.pretrained.checkpoint import write_checkpoint
 from rgemma.pretrained.classes import RecurrentGemmaForCausalLM
 from rgemma.text.tokenizer import Tokenizer
 from rgemma.training.data import (
@@ -51,7 +52,6 @@ from rgemma.training.data import (
     load_examples,
     pack,
     split_heldout,
-    tokenizer_files,
 )
 
 LORA_TARGETS = (
@@ -70,39 +70,69 @@ STATE_FILE = "trainer_state.pt"
 ADAPTER_FILE = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."  # peft's key prefix, so transformers + peft load the adapter
 DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "scratch": 1e-3}
+MAX_WARMUP = 100  # steps; the default warmup is a tenth of the run, at most this
+
+
+def _option(default, help: str, **metadata):
+    """A TrainConfig field: its default and its meaning, written once (`rgemma train` builds
+    its flags from them; see rgemma.cli.options.dataclass_arguments)."""
+    return field(default=default, metadata={"help": help, **metadata})
 
 
 @dataclass
 class TrainConfig:
-    """Everything a run depends on; see `add_train_arguments` for the meaning of each field."""
+    """Everything a run depends on. Paths may be given as Path; they are kept as str."""
 
     model_dir: str | None
     data_files: list[str]
     out_dir: str
-    steps: int = 100
-    batch_size: int = 8
-    seq_len: int = 512
-    lr: float | None = None
-    seed: int = 0
-    eval_every: int = 0
-    metrics: str | None = None
-    warmup_steps: int | None = None
-    weight_decay: float = 0.1
-    grad_accum: int = 1
-    clip: float = 1.0
-    bf16: bool = False
-    grad_checkpointing: bool = False
-    lora: bool = False
-    lora_rank: int = 8
-    lora_alpha: float | None = None
-    merge: bool = False
-    resume: str | None = None
-    eval_data: list[str] | None = None
-    eval_fraction: float = 0.0
-    save_every: int = 0
-    progress: bool = True
-    init_config: str | None = None
-    tokenizer: str | None = None
+    steps: int = _option(100, "optimizer steps")
+    batch_size: int = _option(8, "rows per micro-batch, over all processes")
+    seq_len: int = _option(512, "tokens per row")
+    lr: float | None = _option(
+        None,
+        f"peak learning rate (default {DEFAULT_LR['full']:g} full, {DEFAULT_LR['lora']:g} LoRA, "
+        f"{DEFAULT_LR['scratch']:g} from scratch)",
+    )
+    seed: int = _option(0, "seed of the initialisation, the data order and the held-out split")
+    eval_every: int = _option(0, "evaluate every N steps; 0: at the end only")
+    metrics: str | None = _option(None, "JSONL metrics, one record per step/eval", metavar="FILE")
+    warmup_steps: int | None = _option(
+        None, f"linear warmup steps (default: a tenth of --steps, at most {MAX_WARMUP})"
+    )
+    weight_decay: float = _option(0.1, "AdamW weight decay (none on the RG-LRU, embedding, biases, norms)")
+    grad_accum: int = _option(1, "micro-batches per optimizer step")
+    clip: float = _option(1.0, "gradient-norm clip; 0: off")
+    bf16: bool = _option(False, "bfloat16 autocast (weights stay fp32)")
+    grad_checkpointing: bool = _option(False, "recompute each block in the backward pass (less memory)")
+    lora: bool = _option(False, "train LoRA adapters only (needs peft)")
+    lora_rank: int = _option(8, "LoRA rank")
+    lora_alpha: float | None = _option(None, "LoRA alpha (default: twice the rank)")
+    merge: bool = _option(False, "with --lora: also write merged full weights in the final checkpoint")
+    resume: str | None = _option(
+        None, "continue from a checkpoint (or the newest one in a run directory)", metavar="DIR"
+    )
+    eval_data: list[str] | None = _option(None, "held-out files", metavar="FILE")
+    eval_fraction: float = _option(0.0, "hold out this fraction of the documents instead")
+    save_every: int = _option(0, "checkpoint every N steps; 0: only at the end")
+    progress: bool = _option(True, "no progress bar (log lines instead)", flag="--no-progress")
+    init_config: str | None = _option(
+        None,
+        "train a new model from scratch: config.json file, JSON text, or preset",
+        metavar="JSON_OR_PRESET",
+    )
+    tokenizer: str | None = _option(
+        None, "tokenizer directory (default: the model's; required with --init-config)", metavar="DIR"
+    )
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, PurePath):
+                setattr(self, f.name, str(value))
+            elif isinstance(value, (list, tuple)):
+                setattr(self, f.name, [str(v) for v in value])
+        self.eval_data = self.eval_data or None
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "grad_accum", "lora_rank"):
@@ -132,7 +162,7 @@ class TrainConfig:
 
     @property
     def warmup(self) -> int:
-        return self.warmup_steps if self.warmup_steps is not None else min(100, self.steps // 10)
+        return self.warmup_steps if self.warmup_steps is not None else min(MAX_WARMUP, self.steps // 10)
 
     @property
     def alpha(self) -> float:
@@ -140,72 +170,17 @@ class TrainConfig:
 
 
 def train(
-    model_dir: str | Path | None,
-    data_files: list[str | Path],
-    out_dir: str | Path,
-    *,
-    steps: int = 100,
-    batch_size: int = 8,
-    seq_len: int = 512,
-    lr: float | None = None,
-    seed: int = 0,
-    eval_every: int = 0,
-    metrics: str | Path | None = None,
-    warmup_steps: int | None = None,
-    weight_decay: float = 0.1,
-    grad_accum: int = 1,
-    clip: float = 1.0,
-    bf16: bool = False,
-    grad_checkpointing: bool = False,
-    lora: bool = False,
-    lora_rank: int = 8,
-    lora_alpha: float | None = None,
-    merge: bool = False,
-    resume: str | Path | None = None,
-    eval_data: list[str | Path] | None = None,
-    eval_fraction: float = 0.0,
-    save_every: int = 0,
-    progress: bool = True,
-    init_config: str | Path | None = None,
-    tokenizer: str | Path | None = None,
+    model_dir: str | Path | None, data_files: list[str | Path], out_dir: str | Path, **options
 ) -> dict[str, Any]:
     """Train and return a summary: losses per step of this call, the last eval, the checkpoint.
 
-    `lr=None` picks 2e-5 (full fine-tuning), 2e-4 (LoRA) or 1e-3 (from scratch);
-    `warmup_steps=None` a tenth of the steps, at most 100; `lora_alpha=None` twice the rank.
-    `eval_every=0` evaluates once at the end (when there is held-out data: `eval_data` files,
-    or an `eval_fraction` of the documents); `save_every=0` saves only the final checkpoint.
+    `options` are TrainConfig's fields, where each default and meaning is written. `lr=None`
+    picks a rate by mode (DEFAULT_LR); `warmup_steps=None` a tenth of the steps, at most
+    MAX_WARMUP; `lora_alpha=None` twice the rank. `eval_every=0` evaluates once at the end
+    (when there is held-out data: `eval_data` files, or an `eval_fraction` of the documents);
+    `save_every=0` saves only the final checkpoint.
     """
-    as_str = lambda p: None if p is None else str(p)  # noqa: E731
-    cfg = TrainConfig(
-        model_dir=as_str(model_dir),
-        data_files=[str(f) for f in data_files],
-        out_dir=str(out_dir),
-        steps=steps,
-        batch_size=batch_size,
-        seq_len=seq_len,
-        lr=lr,
-        seed=seed,
-        eval_every=eval_every,
-        metrics=as_str(metrics),
-        warmup_steps=warmup_steps,
-        weight_decay=weight_decay,
-        grad_accum=grad_accum,
-        clip=clip,
-        bf16=bf16,
-        grad_checkpointing=grad_checkpointing,
-        lora=lora,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        merge=merge,
-        resume=as_str(resume),
-        eval_data=[str(f) for f in eval_data] if eval_data else None,
-        eval_fraction=eval_fraction,
-        save_every=save_every,
-        progress=progress,
-        init_config=as_str(init_config),
-        tokenizer=as_str(tokenizer),
-    )
+    cfg = TrainConfig(model_dir, list(data_files), out_dir, **options)
     cfg.validate()
     trainer = Trainer(cfg)
     try:
@@ -600,8 +575,7 @@ class Trainer:
         if self.dist.main:
             with atomic_directory(path, keep_existing=False) as tmp:
                 self._write_weights(tmp, weights, merge)
-                for f in tokenizer_files(self.tokenizer_dir):
-                    shutil.copy2(f, tmp / f.name)
+                copy_tokenizer(self.tokenizer_dir, tmp)
                 torch.save(self._trainer_state(optim), tmp / STATE_FILE)
             self.log(f"saved {path}")
         self.dist.barrier()
@@ -613,7 +587,7 @@ class Trainer:
             if not merge:
                 return
             weights = merged_weights(weights, self.cfg.alpha / self.cfg.lora_rank)
-        write_model(tmp, weights, self.base_config)
+        write_checkpoint(tmp, weights, self.base_config)
 
     def _trainer_state(self, optim: dict) -> dict[str, Any]:
         state = {
@@ -662,19 +636,6 @@ def find_checkpoint(path: str | Path) -> Path:
     if not found:
         raise FileNotFoundError(f"no checkpoint to resume in {path} (expected {STATE_FILE})")
     return max(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
-def write_model(out: Path, weights: dict[str, torch.Tensor], config: RecurrentGemmaConfig) -> None:
-    """config.json and (sharded) safetensors, as save_pretrained writes them."""
-    tensors = {
-        k: v.contiguous()
-        for k, v in weights.items()
-        if not (k == "lm_head.weight" and config.tie_word_embeddings)
-    }
-    data = config.to_dict()
-    data["torch_dtype"] = data["dtype"] = str(next(iter(tensors.values())).dtype).split(".")[-1]
-    write_config(out, data)
-    write_shards(out, tensors, parse_size("2GB"))
 
 
 def write_adapter(out: Path, weights: dict[str, torch.Tensor], lora_config, base: str) -> None:
@@ -746,173 +707,3 @@ class Metrics:
         if self.path is not None:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-
-
-# --------------------------------------------------------------------------- CLI
-def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The flags of `rgemma train` (and `python -m rgemma.train`)."""
-    p = parser
-    p.add_argument(
-        "--model",
-        metavar="PATH",
-        help="HF-format model directory or cached repo id (default: the bundled model)",
-    )
-    p.add_argument(
-        "--recipe",
-        choices=["bundled"],
-        default=None,
-        help="a named recipe that fixes data, tokenizer, model and hyperparameters "
-        "(bundled: the model shipped with rgemma; writes OUT/export)",
-    )
-    p.add_argument(
-        "--data",
-        metavar="FILE",
-        nargs="+",
-        help=".jsonl ({'text'} or {'messages'} records) or plain text (documents separated by blank lines)",
-    )
-    p.add_argument("--out", metavar="DIR", required=True, help="where checkpoints go")
-    p.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
-    p.add_argument(
-        "--batch-size", type=int, default=8, help="rows per micro-batch, over all processes (default 8)"
-    )
-    p.add_argument("--seq-len", type=int, default=512, help="tokens per row (default 512)")
-    p.add_argument(
-        "--lr", type=float, help="peak learning rate (default 2e-5 full, 2e-4 LoRA, 1e-3 from scratch)"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--eval-every", type=int, default=0, help="evaluate every N steps (default 0: at the end only)"
-    )
-    p.add_argument("--eval-data", metavar="FILE", nargs="+", help="held-out files")
-    p.add_argument(
-        "--eval-fraction",
-        type=float,
-        default=0.0,
-        help="hold out this fraction of the documents instead (default 0)",
-    )
-    p.add_argument("--metrics", metavar="FILE", help="JSONL metrics, one record per step/eval")
-    p.add_argument(
-        "--warmup-steps", type=int, help="linear warmup steps (default: a tenth of --steps, at most 100)"
-    )
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
-    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (default 1.0; 0: off)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (weights stay fp32)")
-    p.add_argument(
-        "--grad-checkpointing",
-        action="store_true",
-        help="recompute each block in the backward pass (less memory)",
-    )
-    p.add_argument("--lora", action="store_true", help="train LoRA adapters only (needs peft)")
-    p.add_argument("--lora-rank", type=int, default=8)
-    p.add_argument("--lora-alpha", type=float, help="LoRA alpha (default: twice the rank)")
-    p.add_argument(
-        "--merge",
-        action="store_true",
-        help="with --lora: also write merged full weights in the final checkpoint",
-    )
-    p.add_argument(
-        "--resume", metavar="DIR", help="continue from a checkpoint (or the newest one in a run directory)"
-    )
-    p.add_argument(
-        "--save-every", type=int, default=0, help="checkpoint every N steps (default 0: only at the end)"
-    )
-    p.add_argument(
-        "--init-config",
-        metavar="JSON_OR_PRESET",
-        help="train a new model from scratch: config.json file, JSON text, or preset",
-    )
-    p.add_argument(
-        "--tokenizer",
-        metavar="DIR",
-        help="tokenizer directory (default: the model's; required with --init-config)",
-    )
-    p.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="no progress bar (log lines instead)"
-    )
-    return parser
-
-
-def default_model_dir() -> str | None:
-    """The bundled model, when this build of rgemma ships one."""
-    try:
-        from rgemma import bundled_model_dir
-    except ImportError:
-        try:
-            from rgemma.io.checkpoint_files import bundled_model_dir
-        except ImportError:
-            return None
-    try:
-        path = bundled_model_dir()
-    except (FileNotFoundError, ValueError):
-        return None
-    return str(path) if path else None
-
-
-def run_train(args: argparse.Namespace) -> int:
-    """`rgemma train`: train, print the summary as JSON on stdout (rank 0), return 0."""
-    if args.recipe is None and not args.data:
-        print("rgemma train: error: --data FILE... is required (or --recipe)", file=sys.stderr)
-        return 2
-    if args.recipe is not None:
-        from rgemma.bundled.recipes import prepare
-
-        for key, value in prepare(args.recipe, args.out).items():
-            setattr(args, key, value)
-    model = args.model
-    if model is None and args.init_config is None and args.resume is None:
-        model = default_model_dir()
-        if model is None:
-            print("rgemma train: error: no bundled model here; pass --model PATH", file=sys.stderr)
-            return 2
-    kwargs = {k: v for k, v in vars(args).items() if k in TRAIN_FLAGS}
-    try:
-        summary = train(model, args.data, args.out, **kwargs)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"rgemma train: error: {err}", file=sys.stderr)
-        return 1
-    if int(os.environ.get("RANK", "0")) == 0:
-        if args.recipe is not None and summary.get("checkpoint"):
-            from rgemma.bundled.recipes import export
-
-            summary["export"] = str(export(summary["checkpoint"], Path(args.out) / "export"))
-        summary.pop("losses", None)  # every step's loss is in --metrics; keep stdout short
-        print(json.dumps(summary))
-    return 0
-
-
-TRAIN_FLAGS = (
-    "steps",
-    "batch_size",
-    "seq_len",
-    "lr",
-    "seed",
-    "eval_every",
-    "metrics",
-    "warmup_steps",
-    "weight_decay",
-    "grad_accum",
-    "clip",
-    "bf16",
-    "grad_checkpointing",
-    "lora",
-    "lora_rank",
-    "lora_alpha",
-    "merge",
-    "resume",
-    "eval_data",
-    "eval_fraction",
-    "save_every",
-    "progress",
-    "init_config",
-    "tokenizer",
-)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rgemma.train", description=__doc__.split("\n\n")[0])
-    return run_train(add_train_arguments(parser).parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

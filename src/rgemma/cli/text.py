@@ -1,0 +1,125 @@
+"""The text commands' flags: `rgemma generate`, `rgemma chat`, `rgemma perplexity` (the
+commands themselves are rgemma.cli.commands)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rgemma.cli.options import generation_config, model_options, sampling_options, speed_options
+
+
+def add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = """examples:
+  rgemma generate "Once upon a time"
+  echo "The sea was" | rgemma generate - --temperature 0
+  rgemma generate -f long_document.txt --save-state doc.state --max-new-tokens 0
+  rgemma generate "Summarise it:" --load-state doc.state
+  rgemma generate "Write a haiku" --chat --system "Be brief." --model google/recurrentgemma-2b-it
+
+Text streams to stdout; loading progress and a closing line of statistics go to stderr."""
+    p.add_argument("prompt", nargs="?", default=None, help="the prompt text; '-' reads stdin")
+    p.add_argument("-f", "--file", default=None, help="read the prompt from a file")
+    model_options(p)
+    speed_options(p)
+    sampling_options(p)
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    p.add_argument("--system", default=None, help="a system message (with --chat)")
+    p.add_argument(
+        "--save-state",
+        metavar="FILE",
+        default=None,
+        help="save the state after the prompt, to continue from it later",
+    )
+    p.add_argument(
+        "--load-state",
+        metavar="FILE",
+        default=None,
+        help="continue from a saved state; the prompt is appended to it",
+    )
+    p.add_argument(
+        "--no-echo",
+        action="store_true",
+        help="print only the new text (a PROMPT argument is otherwise printed first)",
+    )
+
+
+def run_generate(args) -> int:
+    from rgemma.cli.commands import generate, read_prompt
+
+    prompt = read_prompt(args.prompt, args.file)
+    if prompt is not None and not prompt.strip() and not args.load_state:
+        raise ValueError("empty prompt")
+    if prompt is None and not args.load_state:
+        raise ValueError("no prompt: give PROMPT, -f FILE, or - for stdin")
+    generate(
+        prompt,
+        model=args.model,
+        config=generation_config(args),
+        chat=args.chat,
+        system=args.system,
+        dtype=args.dtype,
+        device=args.device,
+        save_state_path=args.save_state,
+        load_state_path=args.load_state,
+        echo=args.file is None and args.prompt != "-" and not args.chat and not args.no_echo,
+        compile=args.compile,
+        quantize=args.quantize,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- chat
+def add_chat_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = """In the chat: /reset forgets the conversation, /save FILE and /load FILE keep it
+for later, /exit leaves. When stdin is not a terminal, each line is one message.
+
+examples:
+  rgemma chat
+  rgemma chat --model google/recurrentgemma-2b-it --dtype bfloat16 --system "You are terse."
+  printf 'Hello\\nTell me a story\\n' | rgemma chat --temperature 0"""
+    model_options(p)
+    speed_options(p)
+    sampling_options(p)
+    p.add_argument("--system", default=None, help="a system message for the whole chat")
+
+
+def run_chat(args) -> int:
+    from rgemma.cli.commands import chat
+
+    chat(
+        model=args.model,
+        config=generation_config(args),
+        system=args.system,
+        dtype=args.dtype,
+        device=args.device,
+        compile=args.compile,
+        quantize=args.quantize,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- perplexity
+def add_perplexity_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = """examples:
+  rgemma perplexity --data heldout.jsonl
+  rgemma perplexity --model path/to/model --data book.txt --max-docs 100"""
+    model_options(p)
+    p.add_argument(
+        "--data",
+        required=True,
+        help="JSONL with a 'text' field, or plain text with documents separated by blank lines",
+    )
+    p.add_argument("--max-docs", type=int, default=None, help="use only the first N documents")
+
+
+def run_perplexity(args) -> int:
+    from rgemma.cli.commands import perplexity
+
+    result = perplexity(
+        args.data, model=args.model, dtype=args.dtype, max_docs=args.max_docs, quantize=args.quantize
+    )
+    print(
+        f"perplexity {result['perplexity']:.3f} over {result['tokens']} tokens "
+        f"({result['documents']} documents)"
+    )
+    return 0
