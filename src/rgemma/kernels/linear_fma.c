@@ -16,8 +16,8 @@
  * streams are what bring one core close to memory bandwidth); more input rows take tiles of
  * NB weight rows x RB input rows (NB * RB fp32 accumulators in registers), so a block of weight
  * rows is read from memory once per panel of input rows (see ENTRY) and from cache for each
- * further RB input rows of it. Inputs past
- * the last whole block (the tail) are copied zero-padded and take the same path.
+ * further RB input rows of it. Inputs past the last whole block (the tail) are copied
+ * zero-padded and take the same path.
  *
  * x, scale, bias and y are each float32 or bfloat16 (a flag per tensor), so a bf16 model
  * converts nothing around the call. rgemma/kernels/__init__.py compiles this file on first use.
