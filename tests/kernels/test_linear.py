@@ -13,7 +13,8 @@ import torch
 from rgemma import kernels
 
 ROWS = (1, 2, 3, 4, 5, 8, 16, 17, 33, 64, 128)
-WIDTHS = ((37, 83), (24, 64), (9, 1), (13, 200))  # (out, in): tails, a multiple of 16, one input
+WIDTHS = ((37, 83), (24, 64), (9, 1), (13, 200), (5, 4001))  # (out, in): tails, a multiple of 16, one
+# input, and one so wide that 33+ rows are taken in several panels (linear_fma.c, X_BYTES)
 DTYPES = (torch.bfloat16, torch.float32)
 # The kernel each level picks, for bf16 and for float32 activations.
 PICKS = {
@@ -42,17 +43,19 @@ def _level(name: str) -> str:
     return name
 
 
-def _bound(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-    """fp32 summation error for any order: in * 2^-23 * sum |x w| (times |scale|)."""
-    mag = x.double().abs() @ w.double().abs().T * x.shape[-1] * 2.0**-23
-    return mag * scale.double().abs() if scale is not None else mag
+def _bound(x, w, scale, bias, ref) -> torch.Tensor:
+    """fp32 error for any order of sums: in * 2^-23 * sum |x w| (times |scale|), and the roundings
+    of the scale product and bias sum: 2^-22 * (|y| + |bias|)."""
+    sums = x.double().abs() @ w.double().abs().T * x.shape[-1] * 2.0**-23
+    sums = sums * scale.double().abs() if scale is not None else sums
+    return sums + (ref.abs() + (bias.double().abs() if bias is not None else 0)) * 2.0**-22 + 1e-30
 
 
 def _check(y, x, w, scale, bias):
     ref = x.double() @ w.double().T
     ref = ref * scale.double() if scale is not None else ref
     ref = ref + bias.double() if bias is not None else ref
-    allowed = _bound(x, w, scale) + 1e-30
+    allowed = _bound(x, w, scale, bias, ref)
     if x.dtype == torch.bfloat16:  # rounded once to bf16: at most half a bf16 step more
         allowed = allowed + (ref.abs() + allowed) * 2.0**-8
     assert y.dtype == x.dtype and y.shape == ref.shape

@@ -201,7 +201,7 @@ def chosen(x: torch.Tensor, w: torch.Tensor, level: str | None = None) -> str | 
 
 
 def _choose(x: torch.Tensor, w: torch.Tensor, at: str | None) -> str | None:
-    _output(x, w, x.dtype)  # the width check comes first, whatever runs
+    _check_widths(x, w)  # first, whatever runs
     if (
         x.device.type != "cpu"
         or w.device.type != "cpu"
@@ -293,12 +293,16 @@ def _native(t: torch.Tensor) -> torch.Tensor:
 def _output(x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype):
     """The empty (..., out) result of x (..., in) times w (out, in)^T, and (rows, out, in):
     the sizes the kernels take. A mismatch is an error here, not a read out of bounds there."""
+    _check_widths(x, w)
     n_out, k_in = w.shape
-    if x.ndim == 0 or x.shape[-1] != k_in:
+    return torch.empty(*x.shape[:-1], n_out, dtype=dtype), math.prod(x.shape[:-1]), n_out, k_in
+
+
+def _check_widths(x: torch.Tensor, w: torch.Tensor) -> None:
+    if w.ndim != 2 or x.ndim == 0 or x.shape[-1] != w.shape[1]:
         raise ValueError(
             f"inputs of shape {tuple(x.shape)} do not match a weight of shape {tuple(w.shape)} (out, in)"
         )
-    return torch.empty(*x.shape[:-1], n_out, dtype=dtype), math.prod(x.shape[:-1]), n_out, k_in
 
 
 def amx_linear(
