@@ -136,6 +136,7 @@ def test_no_kernel_means_none():
     assert kernels.linear(x, w, level="none") is None
     assert kernels.int8_linear(x, q, scale, level="none") is None
     assert kernels.linear(x.double(), w) is None and kernels.linear(x, w.half()) is None
+    assert kernels.linear(x, q) is None and kernels.int8_linear(x, w, scale) is None  # swapped
     assert kernels.linear(x.requires_grad_(), w) is None
 
 

@@ -164,11 +164,12 @@ def linear(
 ) -> torch.Tensor | None:
     """F.linear(x, w, bias) for a bf16 weight w (out, in) and x (..., in) bf16 or float32 on the
     CPU, through the best native kernel at `level` (default, and at most, `level()`): the exact
-    product x.float() @ w.float().T + bias in fp32, rounded once to x's dtype. None when no
-    kernel takes these inputs (another dtype or device, autograd recording, no kernel at this
-    level); ValueError when the widths do not match."""
+    product x.float() @ w.float().T + bias in fp32, rounded once to x's dtype (at "amx", bf16
+    activations take amx_linear, which reads bias as bf16). None when no kernel takes these
+    inputs (another dtype or device, autograd recording, no kernel at this level); ValueError
+    when the widths do not match."""
     name = _choose(x, w, level)
-    if name is None:
+    if name is None or w.dtype != torch.bfloat16:
         return None
     if name == "amx_linear":
         return amx_linear(x, w, None, bias)
@@ -185,10 +186,11 @@ def int8_linear(
 ) -> torch.Tensor | None:
     """x (..., in) @ (q int8 (out, in) * scale (out,))^T + bias, as `linear`: the exact product
     x.float() @ q.float().T * scale + bias in fp32, rounded once to x's dtype (bf16 or float32),
-    or None when no kernel takes these inputs. (int8_gemv, which rounds x to 14 bits first, is
-    not among the kernels it picks.)"""
+    or None when no kernel takes these inputs (at "amx", bf16 activations take amx_linear, which
+    reads scale and bias as bf16). int8_gemv, which rounds x to 14 bits first, is not among
+    the kernels it picks."""
     name = _choose(x, q, level)
-    if name is None:
+    if name is None or q.dtype != torch.int8:
         return None
     if name == "amx_linear":
         return amx_linear(x, q, scale, bias)
