@@ -44,6 +44,7 @@
 #ifndef X_BYTES
 #define X_BYTES (384 << 10) /* fp32 activations per panel of input rows */
 #endif
+#define SERIAL_PREPARE (1 << 16) /* activations prepared before the threads start, at most */
 #ifndef PREFETCH
 #define PREFETCH 0 /* bytes ahead for a software prefetch of each weight row; 0 for none */
 #endif
@@ -240,13 +241,20 @@ int ENTRY(const void *x, const void *w, int q8, const void *scale, const void *b
     int64_t nb = rows == 1 ? NB1 : NB, blocks = n_out / nb, whole = blocks * nb;
     int64_t panel = X_BYTES / (k_pad * 4 + 1) / RB * RB;
     if (panel < RB) panel = RB;
+    /* A few rows are prepared here: a barrier costs more than that, and far more when another
+     * process holds one of the cores. Panels write disjoint rows of y: no barrier between them. */
+    int serial = rows * k_pad <= SERIAL_PREPARE;
+    if (serial)
+        for (int64_t b = 0; b < rows; b++) prepare_row(x, b * k_in, xk, k_in, k_pad, q8, xp + b * k_pad);
     #pragma omp parallel num_threads(threads)
     {
-        #pragma omp for schedule(static)
-        for (int64_t b = 0; b < rows; b++) prepare_row(x, b * k_in, xk, k_in, k_pad, q8, xp + b * k_pad);
+        if (!serial) {
+            #pragma omp for schedule(static)
+            for (int64_t b = 0; b < rows; b++) prepare_row(x, b * k_in, xk, k_in, k_pad, q8, xp + b * k_pad);
+        }
         for (int64_t b_lo = 0; b_lo < rows; b_lo += panel) {
             int64_t b_hi = rows - b_lo < panel ? rows : b_lo + panel;
-            #pragma omp for schedule(static)
+            #pragma omp for schedule(static) nowait
             for (int64_t i = 0; i < blocks + (n_out - whole); i++) {
                 if (i < blocks) rows_block(w, q8, k_in, xp, k_pad, b_lo, b_hi, i * nb, (int)nb, &o);
                 else rows_block(w, q8, k_in, xp, k_pad, b_lo, b_hi, whole + (i - blocks), 1, &o); /* the last few */
