@@ -1,17 +1,25 @@
 """Native CPU kernels, compiled from C on first use and cached; optional by design.
 
-- `int8_gemv(x, q, scale, bias)` (int8_gemv.c): the int8 weight-only product for one to a few
-  rows, AVX-512 VNNI, close to memory speed. Needs AVX-512 F, BW, VL and VNNI.
-- `amx_linear(x, w, scale, bias)` (amx_linear.c): bf16 activations times bf16 or int8
+Each kernel has a level, chosen at run time by the CPU's features ("none" < "avx2" < "avx512"
+< "amx", `level()`); RGEMMA_KERNEL_LEVEL=<level> caps it (never above what the CPU has, so an
+AVX-512 machine can run and test the AVX2 kernels), and RGEMMA_NATIVE=0 turns every kernel off.
+
+- `linear(x, w, bias)` / `int8_linear(x, q, scale, bias)`: bf16 or int8 weights, the exact
+  product (fp32 sums, rounded once), through the best kernel at the current level, else None:
+  linear_fma.c (avx2: AVX2 + FMA + F16C; avx512: the same source on AVX-512F) or, at "amx"
+  with bf16 activations, amx_linear.
+- `int8_gemv(x, q, scale, bias)` (int8_gemv.c, "avx512"): the int8 weight-only product for one
+  to a few rows on AVX-512 VNNI, close to memory speed; it rounds each activation row to int16
+  (14 bits) first, so it is not the exact product. Needs AVX-512 F, BW, VL and VNNI.
+- `amx_linear(x, w, scale, bias)` (amx_linear.c, "amx"): bf16 activations times bf16 or int8
   weights for decode batches (2 to ~128 rows) on AMX tiles; its int8 path gives int8 models a
   fast batched decode, where torch has no fast kernel. Needs AMX-BF16.
 
-rgemma.accel.quantize and rgemma.accel.speed use them; `int8_gemv_available()` / `amx_available()` say
-whether each loaded, and torch's kernels run when not. Building needs a C compiler (`$CC`, else
-cc or gcc). RGEMMA_NATIVE=0 turns both off. Each shared library is built once into
-$RGEMMA_CACHE/kernels (default ~/.cache/rgemma/kernels), named by a hash of the source and the
-build command, and written atomically (rgemma.io.atomic), so concurrent first uses cannot see
-half a file.
+rgemma.accel.quantize and rgemma.accel.speed use int8_gemv and amx_linear; `int8_gemv_available()` /
+`amx_available()` say whether each loaded, and torch's kernels run when not. Building needs a
+C compiler (`$CC`, else cc or gcc). Each shared library is built once into $RGEMMA_CACHE/kernels
+(default ~/.cache/rgemma/kernels), named by a hash of the source and the build command, and
+written atomically (rgemma.io.atomic), so concurrent first uses cannot see half a file.
 """
 
 from __future__ import annotations
@@ -39,9 +47,19 @@ BASE_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC"]
 _PTR, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 
 
+LEVELS = ("none", "avx2", "avx512", "amx")
+# The /proc/cpuinfo flags each level adds to the ones below it.
+LEVEL_FLAGS = {
+    "avx2": ("avx2", "fma", "f16c"),
+    "avx512": ("avx512f", "avx512bw", "avx512vl", "avx512_vnni"),
+    "amx": ("avx512_bf16", "amx_tile", "amx_bf16"),
+}
+
+
 @dataclass(frozen=True)
 class Kernel:
     source: str
+    level: str  # the lowest level that runs it
     cpu_flags: tuple[str, ...]  # as /proc/cpuinfo spells them
     cflags: tuple[str, ...]
     function: str  # the entry point; returns int, 0 on success
@@ -49,9 +67,30 @@ class Kernel:
     init: str | None = None  # called once after loading; nonzero means unusable
 
 
+# linear_fma.c: x, w, q8, scale, bias, y, rows, n_out, k_in, threads, kinds
+_LINEAR_ARGS = (_PTR, _PTR, _INT, _PTR, _PTR, _PTR) + (_I64,) * 3 + (_INT,) * 2
+
 KERNELS = {
+    "linear_avx2": Kernel(
+        "linear_fma.c",
+        "avx2",
+        ("avx2", "fma", "f16c"),
+        ("-mavx2", "-mfma", "-mf16c"),
+        "rgemma_linear_avx2",
+        _LINEAR_ARGS,
+    ),
+    # The same source with 16-lane vectors; it needs only AVX-512F, but runs at the "avx512" level.
+    "linear_avx512": Kernel(
+        "linear_fma.c",
+        "avx512",
+        ("avx512f", "avx2", "fma", "f16c"),
+        ("-mavx512f", "-mavx2", "-mfma", "-mf16c", "-DVW=16"),
+        "rgemma_linear_avx512",
+        _LINEAR_ARGS,
+    ),
     "int8_gemv": Kernel(
         "int8_gemv.c",
+        "avx512",
         ("avx512f", "avx512bw", "avx512vl", "avx512_vnni"),
         ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"),
         "rgemma_int8_gemv",
@@ -60,6 +99,7 @@ KERNELS = {
     # Linux (5.16+) hands out AMX state only on request: rgemma_amx_init asks for it.
     "amx_linear": Kernel(
         "amx_linear.c",
+        "amx",
         ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile", "amx_bf16"),
         ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile", "-mamx-bf16"),
         "rgemma_amx_linear",
@@ -69,6 +109,43 @@ KERNELS = {
 }
 
 
+def cpu_features() -> tuple[str, ...]:
+    """The CPU flags the kernels look for that this CPU has, in level order."""
+    have = set(_cpu_flags())
+    return tuple(f for flags in LEVEL_FLAGS.values() for f in flags if f in have)
+
+
+def cpu_level() -> str:
+    """The highest level this CPU's features allow (each level needs the flags of those below)."""
+    have, found = set(_cpu_flags()), "none"
+    for name, flags in LEVEL_FLAGS.items():
+        if not have.issuperset(flags):
+            break
+        found = name
+    return found
+
+
+def level() -> str:
+    """The level the kernels run at: the CPU's, capped by RGEMMA_KERNEL_LEVEL, "none" under
+    RGEMMA_NATIVE=0. Read on every call, so a test can set either variable."""
+    if os.environ.get("RGEMMA_NATIVE", "1") == "0":
+        return "none"
+    return _cap(cpu_level(), os.environ.get("RGEMMA_KERNEL_LEVEL") or "amx")
+
+
+def _cap(found: str, limit: str) -> str:
+    if limit not in LEVELS:
+        raise ValueError(f"unknown kernel level {limit!r}; the levels are {', '.join(LEVELS)}")
+    return min(found, limit, key=LEVELS.index)
+
+
+def available(name: str, at: str | None = None) -> bool:
+    """Whether kernel `name` runs at level `at` (default `level()`, and never above it): the CPU
+    has its features, the level allows it, and it built and loaded."""
+    limit = level() if at is None else _cap(level(), at)
+    return LEVELS.index(KERNELS[name].level) <= LEVELS.index(limit) and _library(name) is not None
+
+
 def needs_grad(*tensors: torch.Tensor) -> bool:
     """Whether autograd would record a product of `tensors`: then the native kernels (which
     have no backward) must not run."""
@@ -76,11 +153,104 @@ def needs_grad(*tensors: torch.Tensor) -> bool:
 
 
 def int8_gemv_available() -> bool:
-    return _library("int8_gemv") is not None
+    return available("int8_gemv")
 
 
 def amx_available() -> bool:
-    return _library("amx_linear") is not None
+    return available("amx_linear")
+
+
+def linear(
+    x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, *, level: str | None = None
+) -> torch.Tensor | None:
+    """F.linear(x, w, bias) for a bf16 weight w (out, in) and x (..., in) bf16 or float32 on the
+    CPU, through the best native kernel at `level` (default, and at most, `level()`): the exact
+    product x.float() @ w.float().T + bias in fp32, rounded once to x's dtype (at "amx", bf16
+    activations take amx_linear, which reads bias as bf16). None when no kernel takes these
+    inputs (another dtype or device, autograd recording, no kernel at this level); ValueError
+    when the widths do not match."""
+    name = _choose(x, w, level)
+    if name is None or w.dtype != torch.bfloat16:
+        return None
+    if name == "amx_linear":
+        return amx_linear(x, w, None, bias)
+    return _linear_fma(name, x, w, None, bias)
+
+
+def int8_linear(
+    x: torch.Tensor,
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    level: str | None = None,
+) -> torch.Tensor | None:
+    """x (..., in) @ (q int8 (out, in) * scale (out,))^T + bias, as `linear`: the exact product
+    x.float() @ q.float().T * scale + bias in fp32, rounded once to x's dtype (bf16 or float32),
+    or None when no kernel takes these inputs (at "amx", bf16 activations take amx_linear, which
+    reads scale and bias as bf16). int8_gemv, which rounds x to 14 bits first, is not among
+    the kernels it picks."""
+    name = _choose(x, q, level)
+    if name is None or q.dtype != torch.int8:
+        return None
+    if name == "amx_linear":
+        return amx_linear(x, q, scale, bias)
+    return _linear_fma(name, x, q, scale, bias)
+
+
+def chosen(x: torch.Tensor, w: torch.Tensor, level: str | None = None) -> str | None:
+    """The kernel `linear` / `int8_linear` would run for x and w (bf16 or int8), or None."""
+    return _choose(x, w, level)
+
+
+def _choose(x: torch.Tensor, w: torch.Tensor, at: str | None) -> str | None:
+    _check_widths(x, w)  # first, whatever runs
+    if (
+        x.device.type != "cpu"
+        or w.device.type != "cpu"
+        or x.dtype not in (torch.bfloat16, torch.float32)
+        or w.dtype not in (torch.bfloat16, torch.int8)
+        or needs_grad(x, w)
+    ):
+        return None
+    names = ["linear_avx512", "linear_avx2"]
+    if x.dtype == torch.bfloat16:
+        names.insert(0, "amx_linear")
+    return next((name for name in names if available(name, at)), None)
+
+
+def _linear_fma(
+    name: str, x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None
+) -> torch.Tensor:
+    xc, wc = x.contiguous(), w.contiguous()
+    sc = _native(scale) if scale is not None else None
+    bc = _native(bias) if bias is not None else None
+    y, rows, n_out, k_in = _output(xc, wc, xc.dtype)
+    if y.numel() == 0:
+        return y
+    bf16 = torch.bfloat16
+    kinds = (
+        (xc.dtype == bf16)
+        | (sc is not None and sc.dtype == bf16) << 1
+        | (bc is not None and bc.dtype == bf16) << 2
+        | (y.dtype == bf16) << 3
+    )
+    status = getattr(_library(name), KERNELS[name].function)(
+        xc.data_ptr(),
+        wc.data_ptr(),
+        int(wc.dtype == torch.int8),
+        sc.data_ptr() if sc is not None else None,
+        bc.data_ptr() if bc is not None else None,
+        y.data_ptr(),
+        rows,
+        n_out,
+        k_in,
+        torch.get_num_threads(),
+        kinds,
+    )
+    if status != 0:
+        raise MemoryError(f"{name}: out of memory for the fp32 activations")
+    return y
 
 
 def int8_gemv(
@@ -126,12 +296,16 @@ def _native(t: torch.Tensor) -> torch.Tensor:
 def _output(x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype):
     """The empty (..., out) result of x (..., in) times w (out, in)^T, and (rows, out, in):
     the sizes the kernels take. A mismatch is an error here, not a read out of bounds there."""
+    _check_widths(x, w)
     n_out, k_in = w.shape
-    if x.ndim == 0 or x.shape[-1] != k_in:
+    return torch.empty(*x.shape[:-1], n_out, dtype=dtype), math.prod(x.shape[:-1]), n_out, k_in
+
+
+def _check_widths(x: torch.Tensor, w: torch.Tensor) -> None:
+    if w.ndim != 2 or x.ndim == 0 or x.shape[-1] != w.shape[1]:
         raise ValueError(
             f"inputs of shape {tuple(x.shape)} do not match a weight of shape {tuple(w.shape)} (out, in)"
         )
-    return torch.empty(*x.shape[:-1], n_out, dtype=dtype), math.prod(x.shape[:-1]), n_out, k_in
 
 
 def amx_linear(
@@ -190,14 +364,19 @@ def _library(name: str) -> ctypes.CDLL | None:
 
 
 def _cpu_supported(flags_needed: tuple[str, ...]) -> bool:
+    return set(_cpu_flags()).issuperset(flags_needed)
+
+
+@functools.cache
+def _cpu_flags() -> tuple[str, ...]:
+    """/proc/cpuinfo's flags on x86-64 Linux; none elsewhere."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
+        return ()
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
-    return all(f in flags for f in flags_needed)
+        return ()
+    return tuple(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
 
 
 def _build(compiler: str, kernel: Kernel) -> Path:
