@@ -6,7 +6,7 @@
   weights for decode batches (2 to ~128 rows) on AMX tiles; its int8 path is what makes an
   int8 model as fast as bf16 at batch 8-32 (torch has no fast kernel there). Needs AMX-BF16.
 
-rgemma.quantize and rgemma.speed use them; `int8_gemv_available()` / `amx_available()` say
+rgemma.accel (quantize, linears) uses them; `int8_gemv_available()` / `amx_available()` say
 whether each loaded, and torch's kernels run when not. Building needs a C compiler (`$CC`, else
 cc or gcc). RGEMMA_NATIVE=0 turns both off. Each shared library is built once into
 $RGEMMA_CACHE/kernels (default ~/.cache/rgemma/kernels), named by a hash of the source and the
