@@ -111,7 +111,8 @@ class MatVecRGLRU(RGLRU):
     and recurrent_gate_weight are views of it, computed on access, so nothing can make them
     drift apart (a dtype change, a load_state_dict). The state_dict still holds the two under
     their own keys, in the plain order. Other inputs (prefill, more than `amx_rows` rows of
-    heads, autograd) take the plain RGLRU.gates through those views. Build it with from_rglru."""
+    heads, autograd, another device) take the plain RGLRU.gates through those views. Build it
+    with from_rglru."""
 
     amx_rows = AMX_ROWS
 
@@ -171,9 +172,10 @@ class MatVecRGLRU(RGLRU):
         )
 
     def _stacked_applies(self, x: torch.Tensor, stacked: torch.Tensor) -> bool:
-        """Rows of heads within amx_rows, the weight's dtype, and outside autograd."""
+        """Rows of heads within amx_rows, the weight's dtype, on a CPU, outside autograd."""
         return (
             x.dtype == stacked.dtype
+            and x.device.type == "cpu"
             and x.numel() // x.shape[-1] * self.heads <= self.amx_rows
             and not kernels.needs_grad(x, stacked)
         )
