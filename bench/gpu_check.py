@@ -129,7 +129,7 @@ def check_triton_scan(device, quick):
 
 @check("decode step as a CUDA graph == eager step")
 def check_cuda_graph(device, quick):
-    from rgemma.accel import speed
+    from rgemma.accel.compile import StaticDecodeStep
     from rgemma.text.generate import prefill
 
     if device != "cuda":
@@ -138,7 +138,7 @@ def check_cuda_graph(device, quick):
     ids = torch.randint(0, 512, (3, 40), device=device)
     _, state = prefill(model, ids[:, :8])
     ref_state = state.clone()
-    step = speed.StaticDecodeStep(model, cuda_graph=True)
+    step = StaticDecodeStep(model, cuda_graph=True)
     active = torch.tensor([True, False, True], device=device)
     err = 0.0
     with torch.no_grad():
@@ -186,7 +186,6 @@ def time_scan(device, quick):
 
 def time_model(device, quick, budget_s):
     from rgemma import RecurrentGemmaConfig
-    from rgemma.accel import speed
     from rgemma.bench.harness import SHAPES
     from rgemma.text.generate import prefill
 
@@ -206,11 +205,10 @@ def time_model(device, quick, budget_s):
             continue
         out[f"decode B={B} tok/s"] = time_decode(model, config, B, device)
         print(f"[time] decode B={B}: {out[f'decode B={B} tok/s']}", flush=True)
-    speed.plain_decode_step(model)
 
 
 def time_decode(model, config, B, device, steps=32):
-    from rgemma.accel import speed
+    from rgemma.accel.compile import StaticDecodeStep
     from rgemma.text.generate import prefill
 
     res = {}
@@ -219,8 +217,7 @@ def time_decode(model, config, B, device, steps=32):
     for label in ("eager", "cuda_graph"):
         if label == "cuda_graph" and device != "cuda":
             continue
-        if label == "cuda_graph":
-            speed.static_decode_step(model)
+        step = StaticDecodeStep(model) if label == "cuda_graph" else model.decode_step
         with torch.no_grad():
             logits, state = prefill(model, ids)
             tok = logits.argmax(-1)
@@ -228,11 +225,10 @@ def time_decode(model, config, B, device, steps=32):
             def run():
                 t = tok
                 for _ in range(steps):
-                    t = model.decode_step(t, active, state).argmax(-1)
+                    t = step(t, active, state).argmax(-1)
 
             s = best_time(run, device, reps=2)
         res[label] = B * steps / s
-    speed.plain_decode_step(model)
     return res
 
 

@@ -6,11 +6,11 @@
 On a shared machine, load drifts over minutes; alternating the variants round by round inside
 one process puts every variant under the same drift, which separate bench runs do not. Variants:
 
-- bf16-torch: bf16 weights, torch's kernels (rgemma.speed.matvec_linears without AMX);
+- bf16-torch: bf16 weights, torch's kernels (rgemma.accel linears="matvec", amx_rows=0);
 - bf16-amx: the same, with rgemma's AMX kernel for 1 to `--amx-rows` rows (when the CPU has AMX);
-- int8-before: int8 weights with the kernel choice before the AMX kernel (int8 GEMV for 1-2
-  rows, then torch's pack kernel up to 8 rows, then dequantize per call);
-- int8: int8 weights with the current choice (rgemma.quantize).
+- int8: int8 weights with the current kernel choice (rgemma.accel.quantize, int8_kernel="auto").
+
+The bf16 variants are one model, configured afresh before each of its rounds.
 
 Prints the median ms per step and tok/s of each variant per batch size, one JSON line each.
 """
@@ -26,32 +26,20 @@ import time
 import torch
 
 from rgemma import State
-from rgemma.accel import quantize, speed
+from rgemma.accel import configure, quantize
+from rgemma.accel.linears import AMX_ROWS
+from rgemma.accel.process import set_threads
 from rgemma.bench.harness import random_model as random_weights
 
 
-def random_model(shape: str):
-    """The bf16 model of `shape` (random weights) with rgemma's CPU linears."""
-    return speed.matvec_linears(random_weights(shape, "bf16"))
-
-
-def variants(model, names, amx_rows: int):
-    """(name, model, setup) triples; setup puts the module switches in place for that variant."""
-    int8 = quantize.quantize_model(copy.deepcopy(model)) if any("int8" in n for n in names) else None
-    now = (quantize.NATIVE_MAX_ROWS, quantize.AMX_MAX_ROWS)
-
-    def switches(amx: bool, int8_rows: tuple[int, int]):
-        def setup():
-            speed.USE_AMX, speed.AMX_ROWS = amx, amx_rows
-            quantize.NATIVE_MAX_ROWS, quantize.AMX_MAX_ROWS = int8_rows
-
-        return setup
-
+def variants(shape: str, names, amx_rows: int):
+    """(name, setup) pairs; setup configures a variant's model and returns it."""
+    model = random_weights(shape, "bf16")
+    int8 = quantize.quantize_model(copy.deepcopy(model)) if "int8" in names else None
     every = [
-        ("bf16-torch", model, switches(False, now)),
-        ("bf16-amx", model, switches(True, now)),
-        ("int8-before", int8, switches(True, (2, 0))),
-        ("int8", int8, switches(True, now)),
+        ("bf16-torch", lambda: configure(model, linears="matvec", amx_rows=0)),
+        ("bf16-amx", lambda: configure(model, linears="matvec", amx_rows=amx_rows)),
+        ("int8", lambda: configure(int8, linears="matvec", int8_kernel="auto")),
     ]
     return [v for v in every if v[0] in names]
 
@@ -65,28 +53,28 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
         "--variants",
-        default="bf16-torch,bf16-amx,int8-before,int8",
+        default="bf16-torch,bf16-amx,int8",
         help="comma-separated subset of the variants above",
     )
     p.add_argument(
         "--amx-rows",
         type=int,
-        default=speed.AMX_ROWS,
-        help=f"bf16-amx: the most rows the AMX kernel takes (default {speed.AMX_ROWS})",
+        default=AMX_ROWS,
+        help=f"bf16-amx: the most rows the AMX kernel takes (default {AMX_ROWS})",
     )
     args = p.parse_args()
-    speed.set_threads(args.threads)
-    model = random_model(args.shape)
-    config, runs = model.config, variants(model, args.variants.split(","), args.amx_rows)
+    set_threads(args.threads)
+    runs = variants(args.shape, args.variants.split(","), args.amx_rows)
+    config = runs[0][1]().config
     with torch.no_grad():
         for batch in (int(b) for b in args.batches.split(",")):
             ids = torch.randint(0, config.vocab_size, (batch,))
             active = torch.ones(batch, dtype=torch.bool)
-            states = {name: State.zeros(config, batch, torch.bfloat16, "cpu") for name, _, _ in runs}
-            times = {name: [] for name, _, _ in runs}
+            states = {name: State.zeros(config, batch, torch.bfloat16, "cpu") for name, _ in runs}
+            times = {name: [] for name, _ in runs}
             for _ in range(args.rounds):
-                for name, lm, setup in runs:
-                    setup()
+                for name, setup in runs:
+                    lm = setup()
                     lm.decode_step(ids, active, states[name])  # warm-up
                     start = time.perf_counter()
                     for _ in range(args.steps):  # a greedy step, as `rgemma bench` times it

@@ -7,7 +7,7 @@ from torch import nn
 
 from conftest import random_model, tiny_config
 from rgemma import RecurrentGemmaForCausalLM, kernels
-from rgemma.accel import quantize
+from rgemma.accel import configure, quantize
 from rgemma.accel.quantize import (
     Int8Linear,
     dequantize_weight,
@@ -19,12 +19,9 @@ from rgemma.accel.quantize import (
 from rgemma.text.generate import prefill
 
 
-@pytest.fixture
-def kernel(monkeypatch):
-    def force(name):
-        monkeypatch.setattr(quantize, "INT8_KERNEL", name)
-
-    return force
+def force(module, kernel: str):
+    """`module`'s int8 linears run `kernel` (the other modules in the process are untouched)."""
+    return configure(module, int8_kernel=kernel)
 
 
 def test_quantize_weight_is_the_nearest_grid_point():
@@ -56,14 +53,14 @@ def test_zero_and_tiny_rows_stay_finite(dtype):
 
 
 @pytest.mark.parametrize("rows", [1, 3])
-def test_pack_kernel_equals_dequantized_reference(kernel, rows):
+def test_pack_kernel_equals_dequantized_reference(rows):
     torch.manual_seed(0)
     linear = nn.Linear(64, 40).to(torch.bfloat16)
     q8 = Int8Linear.from_linear(linear)
     x = torch.randn(rows, 1, 64, dtype=torch.bfloat16)
-    kernel("dequant")
+    force(q8, "dequant")
     ref = q8(x)
-    kernel("pack")
+    force(q8, "pack")
     out = q8(x)
     assert out.shape == (rows, 1, 40) and out.dtype == torch.bfloat16
     exact = x.float() @ (q8.weight.float() * q8.weight_scale.float()[:, None]).t() + linear.bias.float()
@@ -89,14 +86,14 @@ needs_native = pytest.mark.skipif(
         (2, 8256, 16, False),
     ],
 )
-def test_native_kernel_equals_exact_product(kernel, dtype, rows, k_in, n_out, bias):
+def test_native_kernel_equals_exact_product(dtype, rows, k_in, n_out, bias):
     """Odd widths (masked tails), more outputs than a multiple of 4, K past one 8192 block,
     several rows; within the int16 activation rounding (2^-14 of each row's absmax)."""
     torch.manual_seed(rows * k_in)
     linear = nn.Linear(k_in, n_out, bias=bias).to(dtype)
     q8 = Int8Linear.from_linear(linear)
     x = torch.randn(rows, 1, k_in, dtype=dtype) * torch.logspace(-2, 1, k_in).to(dtype)
-    kernel("native")
+    force(q8, "native")
     out = q8(x)
     assert out.shape == (rows, 1, n_out) and out.dtype == dtype
     w = q8.weight.double() * q8.weight_scale.double()[:, None]
@@ -104,7 +101,7 @@ def test_native_kernel_equals_exact_product(kernel, dtype, rows, k_in, n_out, bi
     bound = x.double().abs().amax(-1, keepdim=True) * 2**-14 * w.abs().sum(1)  # activation rounding
     slack = 1e-2 * exact.abs().max() if dtype == torch.bfloat16 else 1e-5 * exact.abs().max()
     assert ((out.double() - exact).abs() <= bound + slack).all()
-    kernel("auto")
+    force(q8, "auto")
     if rows <= quantize.NATIVE_MAX_ROWS:
         torch.testing.assert_close(q8(x), out)  # auto picks it for so few rows
 
@@ -198,12 +195,12 @@ def test_native_kernel_builds_once_and_can_be_switched_off(tmp_path, monkeypatch
         kernels._library.cache_clear()
 
 
-def test_pack_kernel_is_refused_where_it_would_crash(kernel):
+def test_pack_kernel_is_refused_where_it_would_crash():
     q8 = Int8Linear.from_linear(nn.Linear(40, 8).to(torch.bfloat16))  # 40 % 16 != 0
-    kernel("pack")
+    force(q8, "pack")
     with pytest.raises(ValueError, match="in_features 40"):
         q8(torch.randn(1, 40, dtype=torch.bfloat16))
-    kernel("auto")
+    force(q8, "auto")
     assert q8(torch.randn(1, 40, dtype=torch.bfloat16)).shape == (1, 8)  # falls back
 
 
@@ -231,29 +228,29 @@ needs_amx = pytest.mark.skipif(not kernels.amx_available(), reason="needs AMX an
 @pytest.mark.parametrize(
     "rows,k_in,n_out,bias", [(2, 64, 40, True), (5, 33, 7, False), (33, 100, 70, True), (130, 2600, 33, True)]
 )
-def test_amx_kernel_equals_exact_int8_product(kernel, rows, k_in, n_out, bias):
+def test_amx_kernel_equals_exact_int8_product(rows, k_in, n_out, bias):
     """bf16 activations times the int8 weights exactly, scaled in fp32, rounded to bf16 once:
     partial blocks of weight rows, inputs and batch rows, and more than AMX_MAX_ROWS rows."""
     torch.manual_seed(rows * k_in)
     linear = nn.Linear(k_in, n_out, bias=bias).to(torch.bfloat16)
     q8 = Int8Linear.from_linear(linear)
     x = torch.randn(rows, 1, k_in, dtype=torch.bfloat16)
-    kernel("amx")
+    force(q8, "amx")
     out = q8(x)
     assert out.shape == (rows, 1, n_out) and out.dtype == torch.bfloat16
     exact = (x.double() @ q8.weight.double().t()) * q8.weight_scale.double()
     exact = exact + (linear.bias.double() if bias else 0)
     slack = 1e-6 * k_in * (x.double().abs() @ q8.weight.double().abs().t()) * q8.weight_scale.double()
     assert ((out.double() - exact).abs() <= exact.abs() * 2**-8 + slack).all()
-    kernel("auto")
+    force(q8, "auto")
     if quantize.NATIVE_MAX_ROWS < rows <= quantize.AMX_MAX_ROWS:
         assert torch.equal(q8(x), out)  # auto picks it for decode batches
 
 
 @needs_amx
-def test_amx_kernel_is_refused_for_float32_activations(kernel):
+def test_amx_kernel_is_refused_for_float32_activations():
     q8 = Int8Linear.from_linear(nn.Linear(32, 8))
-    kernel("amx")
+    force(q8, "amx")
     with pytest.raises(ValueError, match="bf16 activations"):
         q8(torch.randn(3, 32))
 
@@ -262,12 +259,11 @@ def test_amx_kernel_is_refused_for_float32_activations(kernel):
     "name",
     ["pack", "dequant", pytest.param("native", marks=needs_native), pytest.param("amx", marks=needs_amx)],
 )
-def test_quantized_bf16_decode_equals_its_forward(kernel, name):
+def test_quantized_bf16_decode_equals_its_forward(name):
     """Each kernel path: decode steps of the quantized model equal its own full forward (to
     bf16 noise: the float bf16 model differs by 0.07 at logits of 5 here)."""
-    kernel(name)
     torch.manual_seed(0)
-    q = quantize_model(random_model(tiny_config_16()).to(torch.bfloat16))
+    q = force(quantize_model(random_model(tiny_config_16()).to(torch.bfloat16)), name)
     ids = torch.randint(0, 97, (1, 9))
     full = q(ids).logits.float()
     logits, state = prefill(q, ids[:, :5])
@@ -380,12 +376,12 @@ def test_compiled_linears_keep_their_kernels_in_one_graph(rows):
     """Under torch.compile each decode linear is one opaque op (rgemma::decode_linear,
     rgemma::int8_linear) in a single graph (fullgraph=True fails on a break), running the same
     kernels as eager, so the results are equal; with autograd on, the plain code is traced."""
-    from rgemma.accel import speed
+    from rgemma.accel.linears import MatVecLinear
 
     torch.manual_seed(rows)
     dense = nn.Linear(64, 48).to(torch.bfloat16)
     q8 = Int8Linear.from_linear(dense)
-    dense.__class__ = speed.MatVecLinear
+    dense = MatVecLinear.from_linear(dense)
     x = torch.randn(rows, 64, dtype=torch.bfloat16)
     for layer, op in ((dense, torch.ops.rgemma.decode_linear), (q8, torch.ops.rgemma.int8_linear)):
         seen = []

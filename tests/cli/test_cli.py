@@ -3,6 +3,7 @@
 import io
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -144,28 +145,23 @@ def test_real_subprocess(lm_dir):
     assert proc.returncode == 0 and "generated: 3 tokens" in proc.stderr
 
 
-def test_load_applies_speed_switches(lm_dir, monkeypatch):
-    from rgemma.accel import speed
+def test_load_applies_speed_switches(lm_dir):
+    from rgemma.accel.compile import CompiledBlock
+    from rgemma.accel.linears import MatVecLinear
     from rgemma.accel.quantize import Int8Linear
     from rgemma.cli.commands import load
 
     plain, _ = load(str(lm_dir), err=io.StringIO())  # float32: F.linear is as fast at one row
-    assert type(plain.lm_head) is torch.nn.Linear and "decode_step" not in vars(plain)
+    assert type(plain.lm_head) is torch.nn.Linear and not plain.accel.compile
     half, _ = load(str(lm_dir), "bfloat16", err=io.StringIO())
-    assert type(half.lm_head) is speed.MatVecLinear
+    assert type(half.lm_head) is MatVecLinear and half.accel.linears == "matvec"
     err = io.StringIO()
     q, _ = load(str(lm_dir), err=err, quantize="int8")
     assert isinstance(q.lm_head, Int8Linear) and isinstance(q.model.layers[0].mlp_block.up_proj, Int8Linear)
     assert "int8 weight-only" in err.getvalue()
     assert f"{plain.num_parameters() / 1e6:.1f}M parameters" in err.getvalue()
-    compiled = []
-    monkeypatch.setattr(
-        speed,
-        "compile_decode_step",
-        lambda m: compiled.append(m) or speed.static_decode_step(m, cuda_graph=False),
-    )
-    c, _ = load(str(lm_dir), err=io.StringIO(), compile=True)
-    assert compiled == [c] and "decode_step" in vars(c)
+    c, _ = load(str(lm_dir), err=io.StringIO(), compile=True)  # compiles on first use: not here
+    assert c.accel.compile and all(isinstance(b, CompiledBlock) for b in c.model.layers)
     with pytest.raises(ValueError, match="quantization"):
         load(str(lm_dir), err=io.StringIO(), quantize="int4")
 
@@ -183,8 +179,8 @@ def test_generate_quantized_and_compiled(lm_dir, monkeypatch):
 
     plain = text()
     assert text(quantize="int8").strip()
-    real = speed.compile_decode_step
-    monkeypatch.setattr(speed, "compile_decode_step", lambda m: real(m, backend="aot_eager"))
+    real = speed.cli_accel
+    monkeypatch.setattr(speed, "cli_accel", lambda m, c: replace(real(m, c), compile_backend="aot_eager"))
     assert text(compile=True) == plain
     assert (
         main(["generate", "hi", "--model", str(lm_dir), "--quantize", "int8", "--max-new-tokens", "3"]) == 0

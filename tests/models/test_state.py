@@ -154,13 +154,14 @@ def test_attention_memory_is_linear_in_length(monkeypatch):
     """No T x T mask: every attention call sees at most block + W + 1 keys."""
     model = random_model(tiny_config(attention_window_size=16))
     seen = []
-    original = model_module.attend
 
     def spy(q, k, v, mask, scale):
         seen.append(mask.shape)
-        return original(q, k, v, mask, scale)
+        return model_module.attend_sdpa(q, k, v, mask, scale)
 
-    monkeypatch.setattr(model_module, "attend", spy)
+    for layer in model.modules():
+        if isinstance(layer, model_module.LocalAttention):
+            layer.attend = spy
     monkeypatch.setattr(model_module, "ATTENTION_BLOCK", 32)
     ids = torch.randint(0, 97, (1, 1000))
     with torch.no_grad():
@@ -179,13 +180,17 @@ def test_32k_prompt_runs(model):
     assert out.cache.count.item() == 32768
 
 
-def test_gradients_fast_scan_equal_reference(monkeypatch):
+def test_gradients_fast_scan_equal_reference():
+    from rgemma.ops.scan import rnn_scan_fast, rnn_scan_ref
+
     grads = {}
     ids = torch.randint(0, 97, (2, 20))
     pos = torch.cat([torch.arange(8), torch.arange(12)]).repeat(2, 1)
-    for impl in ("ref", "fast"):
-        monkeypatch.setattr(model_module, "SCAN_IMPL", impl)
+    for impl, scan in (("ref", rnn_scan_ref), ("fast", rnn_scan_fast)):
         model = random_model()
+        for layer in model.modules():
+            if isinstance(layer, model_module.RGLRU):
+                layer.scan = scan  # the model's own extension point
         model.train()
         out = model(ids, position_ids=pos, labels=ids)
         out.loss.backward()

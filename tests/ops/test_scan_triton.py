@@ -63,12 +63,12 @@ def test_gradients_match_reference():
         torch.testing.assert_close(g_triton, g_ref, rtol=1e-4, atol=1e-5)
 
 
-def test_model_with_triton_scan_equals_default(monkeypatch):
+def test_model_with_triton_scan_equals_default():
     from conftest import random_model
-    from rgemma.models import griffin as model_module
+    from rgemma.accel import configure
 
     model = random_model().to(DEVICE)
     ids = torch.randint(0, 97, (2, 12), device=DEVICE)
     ref = model(ids).logits
-    monkeypatch.setattr(model_module, "SCAN_IMPL", "triton")
+    configure(model, scan="triton")
     torch.testing.assert_close(model(ids).logits, ref, rtol=1e-5, atol=1e-5)

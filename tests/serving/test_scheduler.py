@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rgemma import RecurrentGemmaForCausalLM
-from rgemma.accel import speed
+from rgemma.accel import PLAIN, configure
 from rgemma.models.state import State
 from rgemma.serving.scheduler import BatchEngine, Delta, Done, RequestParams
 from rgemma.text.engine import GenerationConfig, complete
@@ -133,14 +133,14 @@ def test_compiled_server_step_gives_the_same_greedy_text(lm_dir, lm):
         return torch._dynamo.lookup_backend("aot_eager")(gm, inputs)
 
     torch._dynamo.reset()
-    speed.compile_decode_step(compiled, backend=backend)
+    configure(compiled, compile=True, compile_backend=backend)
     try:
         engine = BatchEngine(compiled, tok, max_batch=2, prefill_chunk=16)
         prompts = [tok.encode(t) for t in ("hi", "the quick brown fox", "one two")]
         batches = [[(p, RequestParams(max_tokens=4 + 2 * i, ignore_eos=True))] for i, p in enumerate(prompts)]
         texts = run(engine, batches)  # a third request waits for a slot: buckets of 2, then 1
     finally:
-        speed.plain_decode_step(compiled)
+        configure(compiled, PLAIN)
     for i, p in enumerate(prompts):
         config = GenerationConfig(max_new_tokens=4 + 2 * i, sampling=GREEDY, eos_ids=[], prefill_chunk=16)
         assert texts[i] == [complete(model, tok, [p], config)[0].text]

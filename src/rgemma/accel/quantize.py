@@ -6,14 +6,15 @@ quantized against the very scale it is used with. Activations stay in the model 
 y = (x @ q^T) * s + b. Embeddings are never quantized; the tied LM head is (it gets its own
 int8 copy, and the embedding stays as it was for the lookup).
 
-Kernels, picked per call ("auto"), on a CPU: for up to NATIVE_MAX_ROWS rows with AVX-512
+Kernels, picked per call ("auto", or forced per module by `Int8Linear.kernel`, which
+rgemma.accel.configure sets), on a CPU: for up to NATIVE_MAX_ROWS rows with AVX-512
 VNNI, rgemma's int8 GEMV (rgemma.kernels, C compiled on first use): it reads 1 byte per weight
 at close to memory speed, rounding each activation row to int16 against its absmax on the way
 (14 bits, finer than bf16). Up to AMX_MAX_ROWS bf16 rows on a CPU with AMX, rgemma's AMX kernel:
 int8 rows widened to bf16 in cache, exact bf16 x int8 products, as fast as a bf16 model at
 batch 8-32. Without those, up to PACK_MAX_ROWS rows, `torch._weight_int8pack_mm` (no
-dequantized copy, but compute-bound at ~14 G weights/s on 2 cores). Otherwise (prefill, other
-devices) the fallback dequantizes and calls F.linear. Measured in the README (Speed).
+dequantized copy, but compute-bound). Otherwise (prefill, other devices) the fallback
+dequantizes and calls F.linear. Measured in the README (Speed).
 
 Checkpoint format (shared with `rgemma convert`): for each quantized Linear `X`,
 `X.weight` int8 (out, in) and `X.weight_scale` (out,) in the checkpoint's dtype (exports
@@ -34,11 +35,11 @@ from rgemma import kernels
 from rgemma.models.surface import floating_dtype
 
 METHOD = "int8-weight-only"
-INT8_KERNEL = "auto"  # "native" (int8 GEMV), "amx", "pack" (torch._weight_int8pack_mm), "dequant",
-# or "auto"; tests force each
+INT8_KERNELS = ("auto", "native", "amx", "pack", "dequant")  # native: the int8 GEMV; pack:
+# torch._weight_int8pack_mm; dequant: dequantize + F.linear; auto: the fastest that applies
 NATIVE_MAX_ROWS = 4  # the int8 GEMV wins for 1-4 rows (README, Speed); it runs any row count
 AMX_MAX_ROWS = 128  # then the AMX kernel, up to decode batch sizes
-PACK_MAX_ROWS = 8  # above this many rows dequantize + GEMM beats the pack kernel (8x slower at 32)
+PACK_MAX_ROWS = 8  # above this many rows dequantize + GEMM beats the pack kernel (README, Speed)
 
 
 def quantize_weight(
@@ -68,7 +69,8 @@ def dequantize_weight(
 
 
 class Int8Linear(nn.Module):
-    """y = x @ (q * scale)^T + bias, with q int8 (out, in) and scale (out,) per output channel."""
+    """y = x @ (q * scale)^T + bias, with q int8 (out, in) and scale (out,) per output channel.
+    `kernel` (one of INT8_KERNELS) is this module's kernel choice."""
 
     def __init__(
         self,
@@ -89,6 +91,7 @@ class Int8Linear(nn.Module):
             if bias
             else None
         )
+        self.kernel = "auto"
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Int8Linear:
@@ -101,22 +104,27 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling() and not kernels.needs_grad(x):
-            return torch.ops.rgemma.int8_linear(x, self.weight, self.weight_scale, self.bias)
-        return int8_linear(x, self.weight, self.weight_scale, self.bias)
+            return torch.ops.rgemma.int8_linear(x, self.weight, self.weight_scale, self.bias, self.kernel)
+        return int8_linear(x, self.weight, self.weight_scale, self.bias, self.kernel)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
 def int8_linear(
-    x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None
+    x: torch.Tensor,
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    kernel: str = "auto",
 ) -> torch.Tensor:
-    """x (..., in) @ (q * scale)^T + bias, through the fastest kernel that applies. Traced by
+    """x (..., in) @ (q * scale)^T + bias, through `kernel` (see INT8_KERNELS). Traced by
     torch.compile, only torch's kernels run (a native call would break the graph); Int8Linear
     avoids that by calling the rgemma::int8_linear op below, opaque to the compiler."""
     if not torch.compiler.is_compiling():
         if _picks(
             "native",
+            kernel,
             x,
             NATIVE_MAX_ROWS,
             "a CPU tensor, AVX-512 VNNI and a C compiler",
@@ -126,6 +134,7 @@ def int8_linear(
             return y if y.dtype == x.dtype else y.to(x.dtype)
         if _picks(
             "amx",
+            kernel,
             x,
             AMX_MAX_ROWS,
             "bf16 activations on a CPU with AMX and a C compiler",
@@ -138,6 +147,7 @@ def int8_linear(
     # slower there than a float32 F.linear, so "auto" keeps it to bfloat16.
     if _picks(
         "pack",
+        kernel,
         x,
         PACK_MAX_ROWS if x.dtype == torch.bfloat16 else 0,
         f"bf16/float32 activations of the scale's dtype and in_features a multiple of 16 "
@@ -158,24 +168,24 @@ def int8_linear(
 
 @torch.library.custom_op("rgemma::int8_linear", mutates_args=())
 def _int8_linear_op(
-    x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
+    x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, kernel: str
 ) -> torch.Tensor:
-    return int8_linear(x, q, scale, bias).contiguous()
+    return int8_linear(x, q, scale, bias, kernel).contiguous()
 
 
 @_int8_linear_op.register_fake
-def _(x, q, scale, bias):
+def _(x, q, scale, bias, kernel):
     return x.new_empty(*x.shape[:-1], q.shape[0])
 
 
-def _picks(kernel: str, x: torch.Tensor, max_rows: int, needs: str, fits) -> bool:
-    """Whether `kernel` runs this call: forced by INT8_KERNEL (an error when it cannot take the
+def _picks(kernel: str, choice: str, x: torch.Tensor, max_rows: int, needs: str, fits) -> bool:
+    """Whether `kernel` runs this call: forced by `choice` (an error when it cannot take the
     input), or chosen by "auto" for at most `max_rows` rows outside autograd. `fits()` says
     whether it can take the input; it is only asked when the kernel is in play."""
-    if INT8_KERNEL not in ("auto", kernel):
+    if choice not in ("auto", kernel):
         return False
     ok = fits()
-    if INT8_KERNEL == kernel:
+    if choice == kernel:
         if not ok:
             raise ValueError(
                 f"the int8 {kernel} kernel needs {needs}; got {x.dtype} on {x.device} (see rgemma.kernels)"

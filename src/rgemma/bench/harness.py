@@ -220,7 +220,7 @@ def random_checkpoint(shape: str, dtype: str, cache_dir: Path, seed: int = 0) ->
 
 # --------------------------------------------------------------------------- implementations
 class RgemmaRunner:
-    """rgemma as the CLI runs it: speed.optimize's switches, with `variant` "compile"
+    """rgemma as the CLI runs it: speed.optimize's fast paths, with `variant` "compile"
     (--compile), "int8" (--quantize int8, whose logit error against the unquantized model is
     kept) or both, "int8-compile". Prefill is generate.prefill; decode is model.decode_step
     with a greedy argmax, as for transformers (generate.decode adds the sampler's
@@ -272,9 +272,11 @@ class RgemmaRunner:
     def product_calls(self, batch: int) -> list:
         """(product, input) for every weight product of one decode step at `batch` rows (the
         linears, and the RG-LRU gates), recorded from an eager step."""
+        from rgemma.accel.choices import accel_of, configure
         from rgemma.models.griffin import RGLRU
 
-        calls = []
+        calls, accel = [], accel_of(self.model)
+        configure(self.model, compile=False)  # a plain step: hooks do not fire in compiled code
 
         def record(module, args):
             product = module.gates if isinstance(module, RGLRU) else module
@@ -285,18 +287,14 @@ class RgemmaRunner:
             for m in self.model.modules()
             if isinstance(m, RGLRU) or hasattr(m, "out_features")
         ]
-        compiled = {b: b.__dict__.pop("forward") for b in self.model.model.layers if "forward" in vars(b)}
-        try:  # a plain step: hooks do not fire inside compiled blocks
+        try:
             with torch.no_grad():
                 logits, state = self.prefill(_random_ids(self.config, batch, 16, self.device))
-                type(self.model).decode_step(
-                    self.model, logits.argmax(-1), torch.ones(batch, dtype=torch.bool), state
-                )
+                self.model.decode_step(logits.argmax(-1), torch.ones(batch, dtype=torch.bool), state)
         finally:
             for hook in hooks:
                 hook.remove()
-            for block, forward in compiled.items():
-                block.forward = forward
+            configure(self.model, accel)
         calls = calls[-len(hooks) :]  # a step calls each once; the prefill's calls come first
         assert all(x.numel() // x.shape[-1] == batch for _, x in calls), "not a one-token step"
         return calls
@@ -367,6 +365,7 @@ def perplexity_delta(
     (the int8 GEMV batch-1 decode uses, with its int16 activations) and "amx" (decode batches
     of bf16 rows), each forced on every call."""
     from rgemma.accel import quantize
+    from rgemma.accel.choices import accel_of, configure
     from rgemma.io.documents import read_documents
     from rgemma.kernels import amx_available, int8_gemv_available
     from rgemma.pretrained.loading import load
@@ -389,17 +388,14 @@ def perplexity_delta(
             + (("native",) if int8_gemv_available() and cpu else ())
             + (("amx",) if amx_available() and cpu and bf16 else ())
         )
-        previous = quantize.INT8_KERNEL
-        try:
-            for kernel in choices:
-                quantize.INT8_KERNEL = kernel
-                after = document_perplexity(lm, tok, docs)
-                suffix = "" if kernel == "auto" else f"_{kernel}"
-                result[f"perplexity_int8{suffix}"] = after["perplexity"]
-                result[f"relative_change{suffix}"] = after["perplexity"] / before["perplexity"] - 1
-                result[f"logits{suffix}"] = logit_error(ref, lm(ids).logits)
-        finally:
-            quantize.INT8_KERNEL = previous
+        accel = accel_of(lm)
+        for kernel in choices:
+            configure(lm, accel, int8_kernel=kernel)
+            after = document_perplexity(lm, tok, docs)
+            suffix = "" if kernel == "auto" else f"_{kernel}"
+            result[f"perplexity_int8{suffix}"] = after["perplexity"]
+            result[f"relative_change{suffix}"] = after["perplexity"] / before["perplexity"] - 1
+            result[f"logits{suffix}"] = logit_error(ref, lm(ids).logits)
     return result
 
 
@@ -535,7 +531,7 @@ def bench_position(
 # --------------------------------------------------------------------------- one worker
 def run_group(spec: dict, emit) -> None:
     """Every measure of one (shape, dtype, implementation), each passed to emit(record)."""
-    from rgemma.accel.speed import set_threads
+    from rgemma.accel.process import set_threads
     from rgemma.models.state import State
 
     threads = set_threads(spec["threads"])
@@ -631,7 +627,7 @@ def run_bench(
 ) -> dict:
     """Run the benchmark; returns (and writes to `out` as JSON) the machine, the ceilings and
     one record per (shape, dtype, implementation, measure, size)."""
-    from rgemma.accel.speed import set_threads
+    from rgemma.accel.process import set_threads
 
     problem = unknown_measures(measures)
     if problem:

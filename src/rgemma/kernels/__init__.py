@@ -15,7 +15,7 @@ AVX-512 machine can run and test the AVX2 kernels), and RGEMMA_NATIVE=0 turns ev
   weights for decode batches (2 to ~128 rows) on AMX tiles; its int8 path gives int8 models a
   fast batched decode, where torch has no fast kernel. Needs AMX-BF16.
 
-rgemma.accel.quantize and rgemma.accel.speed use int8_gemv and amx_linear; `int8_gemv_available()` /
+rgemma.accel (quantize, linears) uses int8_gemv and amx_linear; `int8_gemv_available()` /
 `amx_available()` say whether each loaded, and torch's kernels run when not. Building needs a
 C compiler (`$CC`, else cc or gcc). Each shared library is built once into $RGEMMA_CACHE/kernels
 (default ~/.cache/rgemma/kernels), named by a hash of the source and the build command, and

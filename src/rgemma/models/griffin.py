@@ -23,13 +23,11 @@ from rgemma.models.outputs import BaseModelOutput, CausalLMOutput
 from rgemma.models.positions import Tokens, advance_state, check_input_ids, make_tokens, step_tokens
 from rgemma.models.state import AttentionState, RecurrentState, State
 from rgemma.models.surface import ModelSurface
-from rgemma.ops.scan import rnn_scan
+from rgemma.ops.scan import rnn_scan_fast
 
 MIN_LOGIT = -2.3819763e38  # DeepMind's mask value: finite, so an all-masked row stays NaN-free
 MAX_SQRT_GRADIENT = 1000.0
-SCAN_IMPL = "fast"  # rgemma.scan.rnn_scan impl: "ref" (the loop), "fast", "triton"; speed.use_scan
 ATTENTION_BLOCK = 512  # queries per block of local attention: memory O(T * (W + block))
-ATTENTION_IMPL = "sdpa"  # attend() impl for multi-token calls: "ref" or "sdpa"; speed.use_attention
 
 
 def per_call(tok: Tokens, key, make):
@@ -146,12 +144,17 @@ def _bounded_sqrt(x: torch.Tensor) -> torch.Tensor:
 
 
 class RGLRU(nn.Module):
-    """Real-Gated Linear Recurrent Unit with block-diagonal gates (H blocks of E/H x E/H)."""
+    """Real-Gated Linear Recurrent Unit with block-diagonal gates (H blocks of E/H x E/H).
+
+    `scan` is the linear recurrence it runs, any rgemma.ops.scan implementation (the same
+    signature and float32 result): an attribute of the instance, so that models in one process
+    may run different ones."""
 
     def __init__(self, config: RecurrentGemmaConfig):
         super().__init__()
         E, H = config.lru_width, config.num_attention_heads
         self.heads = H
+        self.scan = rnn_scan_fast
         self.recurrent_param = nn.Parameter(torch.zeros(E))
         self.input_gate_weight = nn.Parameter(torch.zeros(H, E // H, E // H))
         self.input_gate_bias = nn.Parameter(torch.zeros(H, E // H))
@@ -164,8 +167,7 @@ class RGLRU(nn.Module):
         return torch.sigmoid(y + b.flatten())
 
     def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The input gate and the recurrence gate, each (B, T, E). (rgemma.speed computes both
-        in one product at decode.)"""
+        """The input gate and the recurrence gate, each (B, T, E)."""
         return (
             self._gate(x, self.input_gate_weight, self.input_gate_bias),
             self._gate(x, self.recurrent_gate_weight, self.recurrent_gate_bias),
@@ -186,7 +188,7 @@ class RGLRU(nn.Module):
         if tok.any_pad:  # pads leave h untouched
             a = torch.where(real, a, 1.0)
             normalized_x = torch.where(real, normalized_x, 0.0)
-        h, h_last = rnn_scan(normalized_x, a, h0, impl=SCAN_IMPL)  # float32 accumulation
+        h, h_last = self.scan(normalized_x, a, h0)  # float32 accumulation
         return h.to(x.dtype), h_last
 
 
@@ -251,17 +253,6 @@ def ring_counts(count0: torch.Tensor, W: int) -> torch.Tensor:
     return last - torch.remainder(last - s, W)
 
 
-def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Multi-query attention through ATTENTION_IMPL: "ref" is attend_ref; "sdpa" is torch's
-    fused kernel, which keeps the scores in fp32 and never materialises them (probs: None).
-    A row with no visible key attends uniformly to every key in both, so padding stays finite."""
-    if ATTENTION_IMPL == "sdpa":
-        return _attend_sdpa(q, k, v, mask, scale), None
-    return attend_ref(q, k, v, mask, scale)
-
-
 def attend_ref(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -280,7 +271,12 @@ def attend_ref(
     return out, probs.view(B, H, Tq, -1)
 
 
-def _attend_sdpa(q, k, v, mask, scale) -> torch.Tensor:
+def attend_sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, None]:
+    """attend_ref through torch's fused kernel, which keeps the scores in fp32 and never
+    materialises them (probs: None). A row with no visible key attends uniformly to every key
+    in both, so padding stays finite."""
     B, Tq, H, Dh = q.shape
     mask = mask | ~mask.any(-1, keepdim=True)  # as the reference: an empty row sees every key
     out = F.scaled_dot_product_attention(
@@ -291,12 +287,15 @@ def _attend_sdpa(q, k, v, mask, scale) -> torch.Tensor:
         scale=scale,
         enable_gqa=k.shape[2] != H,
     )  # (B, H, Tq, Dh)
-    return out.transpose(1, 2).reshape(B, Tq, H * Dh)
+    return out.transpose(1, 2).reshape(B, Tq, H * Dh), None
 
 
 class LocalAttention(nn.Module):
     """Multi-query local attention: a query sees itself and the W tokens before it (W+1 keys,
-    DeepMind's window), within its own document. RoPE covers the first half of each head."""
+    DeepMind's window), within its own document. RoPE covers the first half of each head.
+
+    `attend` computes multi-token calls (attend_sdpa or attend_ref, or any function of their
+    signature), per instance; a call that returns the probabilities always uses attend_ref."""
 
     def __init__(self, config: RecurrentGemmaConfig):
         super().__init__()
@@ -313,6 +312,7 @@ class LocalAttention(nn.Module):
         self.k_proj = nn.Linear(D, Hkv * Dh, bias=config.attention_bias)
         self.v_proj = nn.Linear(D, Hkv * Dh, bias=config.attention_bias)
         self.o_proj = nn.Linear(H * Dh, D, bias=True)
+        self.attend = attend_sdpa
 
     def forward(
         self, x: torch.Tensor, tok: Tokens, state: AttentionState | None, need_probs: bool = False
@@ -362,7 +362,7 @@ class LocalAttention(nn.Module):
             lo = 0 if need_probs else max(0, s + R - W - tok.max_pad)
             hi = e + R
             mask = _visible(kc[:, lo:hi], tok.count[:, s:e], tok.doc_start[:, s:e], W)
-            out, p = (attend_ref if need_probs else attend)(
+            out, p = (attend_ref if need_probs else self.attend)(
                 q[:, s:e], k[:, lo:hi], v[:, lo:hi], mask, self.head_dim**-0.5
             )
             outs.append(out)
@@ -698,8 +698,7 @@ class GriffinForCausalLM(ModelSurface, nn.Module):
 
     def decode_step(self, input_ids: torch.Tensor, active: torch.Tensor, cache: State) -> torch.Tensor:
         """One decode step: (B,) token ids, (B,) bool active rows -> soft-capped logits (B, V).
-        See GriffinModel.step: no validation, no host sync, `cache` updated in place.
-        rgemma.speed swaps this for a compiled or CUDA-graph version from outside."""
+        See GriffinModel.step: no validation, no host sync, `cache` updated in place."""
         return soft_cap(self.lm_head(self.model.step(input_ids, active, cache)), self.config.logits_soft_cap)
 
 

@@ -61,7 +61,7 @@ def _scan_backward(dh_ptr, a_ptr, h_ptr, h0_ptr, dx_ptr, da_ptr, dh0_ptr, T, E, 
 def rnn_scan_triton(
     x: torch.Tensor, a: torch.Tensor, h0: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Same contract as rgemma.scan.rnn_scan: (h (B, T, E) float32, h_T (B, E) float32)."""
+    """Same contract as rgemma.ops.scan.rnn_scan: (h (B, T, E) float32, h_T (B, E) float32)."""
     if x.device.type != "cuda" and not interpreting():
         raise ValueError(
             "impl='triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before "

@@ -25,7 +25,7 @@ def load(
     quantize: str | None = None,
 ) -> tuple[RecurrentGemmaForCausalLM, Tokenizer]:
     """Model and tokenizer from a directory, a cached repo id, or (None) the bundled model,
-    with the inference speed-ups of rgemma.speed.optimize applied."""
+    with the inference speed-ups of rgemma.accel.speed.optimize applied."""
     path = resolve_model_dir(model)
     start = time.perf_counter()
     print(f"loading {path}", file=err)

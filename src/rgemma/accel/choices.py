@@ -1,0 +1,127 @@
+"""Which fast path a model runs, chosen per model: `Accel`, applied by `configure`.
+
+Every choice lives on the model's own modules (rgemma.accel.swap): the scan on each RGLRU
+(`scan`), the attention on each LocalAttention (`attend`), the linear kernels by MatVecLinear /
+MatVecRGLRU in place of nn.Linear / RGLRU (`amx_rows`), the int8 kernel on each Int8Linear
+(`kernel`), the compiled step by CompiledBlock in place of ResidualBlock. The Accel last applied
+is kept as `model.accel`. Nothing is process-wide, so two models in one process can differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from rgemma import kernels
+from rgemma.accel.compile import CompiledBlock
+from rgemma.accel.linears import AMX_ROWS, MatVecLinear, MatVecRGLRU
+from rgemma.accel.quantize import INT8_KERNELS, Int8Linear
+from rgemma.accel.swap import rebuild
+from rgemma.models.griffin import RGLRU, LocalAttention, ResidualBlock, attend_ref, attend_sdpa
+from rgemma.ops.scan import rnn_scan_fast, rnn_scan_ref
+
+SCANS = ("fast", "ref", "triton")
+ATTENTIONS = {"sdpa": attend_sdpa, "ref": attend_ref}
+LINEARS = ("torch", "matvec")
+
+
+@dataclass(frozen=True)
+class Accel:
+    """The fast paths of one model. The defaults are the plain model as constructed.
+
+    scan: the RG-LRU scan (rgemma.ops.scan): "fast", "ref" (the loop), "triton" (CUDA).
+    attention: multi-token attention: "sdpa" (torch's fused kernel) or "ref" (DeepMind's
+      computation, which rounds the scores to the model dtype).
+    linears: "torch" (nn.Linear) or "matvec" (rgemma.accel.linears: decode-sized products on
+      CPUs, and the RG-LRU's gates as one AMX product where the CPU has AMX).
+    amx_rows: with "matvec", the most rows rgemma's AMX kernel takes (0: never).
+    int8_kernel: the kernel of every Int8Linear (rgemma.accel.quantize): "auto" picks per call;
+      "native", "amx", "pack", "dequant" force one (an error where it cannot run).
+    compile, compile_mode, compile_backend: torch.compile of the one-token step, block by
+      block (rgemma.accel.compile.CompiledBlock).
+    """
+
+    scan: str = "fast"
+    attention: str = "sdpa"
+    linears: str = "torch"
+    amx_rows: int = AMX_ROWS
+    int8_kernel: str = "auto"
+    compile: bool = False
+    compile_mode: str | None = None
+    compile_backend: str | Callable = "inductor"  # a torch.compile backend
+
+    def __post_init__(self):
+        for name, allowed in (
+            ("scan", SCANS),
+            ("attention", tuple(ATTENTIONS)),
+            ("linears", LINEARS),
+            ("int8_kernel", INT8_KERNELS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of {allowed}")
+        if not isinstance(self.amx_rows, int) or self.amx_rows < 0:
+            raise ValueError(f"amx_rows must be a count of rows (0 or more), got {self.amx_rows!r}")
+
+
+PLAIN = Accel()
+
+
+def configure(model: nn.Module, accel: Accel | None = None, **changes) -> nn.Module:
+    """Give `model` the fast paths of `accel` (default: the model's own, `model.accel`) with
+    `changes` (Accel fields) on top, in place; every earlier choice is replaced, so
+    `configure(model, PLAIN)` gives back the plain model. Parameters are shared, never copied
+    (except the RG-LRU's stacked gates), and state_dict keys stay. Returns the model (a new
+    object only when `model` is itself a module that gets replaced, e.g. a bare nn.Linear)."""
+    target = replace(accel or accel_of(model), **changes)
+    model = rebuild(model, lambda module: _replacement(module, target))
+    scan, attend = _scan(target.scan), ATTENTIONS[target.attention]
+    for module in model.modules():
+        if isinstance(module, RGLRU):
+            module.scan = scan
+        elif isinstance(module, LocalAttention):
+            module.attend = attend
+        elif isinstance(module, Int8Linear):
+            module.kernel = target.int8_kernel
+    model.accel = target
+    return model
+
+
+def accel_of(model: nn.Module) -> Accel:
+    """The Accel last applied to `model` by configure (PLAIN if none)."""
+    return getattr(model, "accel", PLAIN)
+
+
+def _replacement(module: nn.Module, accel: Accel) -> nn.Module:
+    """What `module` becomes under `accel`: itself, or a module of the same parts."""
+    kind = type(module)
+    if kind in (nn.Linear, MatVecLinear):
+        if accel.linears == "matvec":
+            return MatVecLinear.from_linear(module, accel.amx_rows)
+        return module.to_plain() if kind is MatVecLinear else module
+    if kind in (RGLRU, MatVecRGLRU):
+        if accel.linears == "matvec" and accel.amx_rows and _stacking_pays(module):
+            return MatVecRGLRU.from_rglru(module, accel.amx_rows)
+        return module.to_plain() if kind is MatVecRGLRU else module
+    if kind in (ResidualBlock, CompiledBlock):
+        if accel.compile:
+            return CompiledBlock.from_block(module, accel.compile_mode, accel.compile_backend)
+        return module.to_plain() if kind is CompiledBlock else module
+    return module
+
+
+def _stacking_pays(rg_lru: RGLRU) -> bool:
+    """The stacked gates do H times the multiply-adds for one pass over the weight: a gain
+    only with bf16 gates on a CPU whose AMX kernel loads."""
+    w = rg_lru.input_gate_weight
+    return w.dtype == torch.bfloat16 and w.device.type == "cpu" and kernels.amx_available()
+
+
+def _scan(name: str):
+    if name == "triton":
+        from rgemma.ops.scan_triton import rnn_scan_triton  # imports triton: only when asked for
+
+        return rnn_scan_triton
+    return {"fast": rnn_scan_fast, "ref": rnn_scan_ref}[name]
