@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rgemma.io.files import require_file
+
 
 def read_documents(path: str | Path) -> list[str]:
     """JSONL with a `text` field per line, or plain text with documents split by blank lines."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
+    path = require_file(path, "data file")
     raw = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         docs = []

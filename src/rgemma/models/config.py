@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rgemma.io.files import require_file
+
 BLOCK_TYPES = ("recurrent", "attention")
 ACTIVATIONS = ("gelu_pytorch_tanh", "gelu_tanh", "gelu")
 
@@ -243,9 +245,7 @@ class RecurrentGemmaConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> RecurrentGemmaConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config.json not found: {path}")
+        path = require_file(path, "config.json")
         try:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from rgemma.io.atomic import default_mode
+from rgemma.io.files import require_file
 from rgemma.models.state import AttentionState, RecurrentState, State, state_fingerprint
 
 FORMAT = "rgemma-state"
@@ -91,9 +92,7 @@ def load_state(path: str | Path, model) -> Snapshot:
     """The snapshot, with its state on the model's device and dtype.
 
     Raises ValueError when the file is not a snapshot or was made with another model."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"state file not found: {path}")
+    path = require_file(path, "state file")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

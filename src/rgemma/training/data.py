@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from rgemma.io.files import require_file
 from rgemma.text.tokenizer import Message, Tokenizer
 
 IGNORE = -100
@@ -49,9 +50,7 @@ Example = tuple[list[int], list[int]]  # (token ids, labels with -100 where not 
 # --------------------------------------------------------------------------- reading
 def read_records(path: str | Path) -> Iterator[str | list[Message]]:
     """The documents of one file: a text (str) or a chat (list of messages)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
+    path = require_file(path, "data file")
     if path.suffix == ".jsonl":
         yield from _read_jsonl(path)
         return

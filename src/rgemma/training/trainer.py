@@ -41,6 +41,7 @@ from torch import nn
 
 from rgemma.io.atomic import atomic_directory
 from rgemma.io.checkpoint_files import parse_size, resolve_model_dir, write_config, write_shards
+from rgemma.io.files import require_file
 from rgemma.models.config import PRESETS, RecurrentGemmaConfig
 from rgemma.pretrained.classes import RecurrentGemmaForCausalLM
 from rgemma.text.tokenizer import Tokenizer
@@ -283,7 +284,7 @@ def shard(model: nn.Module, mesh) -> None:
 # --------------------------------------------------------------------------- model
 def parse_init_config(spec: str) -> RecurrentGemmaConfig:
     """A config.json path, an inline JSON object, or a preset name."""
-    if Path(spec).is_file():
+    if Path(spec).expanduser().exists():  # a file, or a directory refused by name
         return RecurrentGemmaConfig.from_json_file(spec)
     if spec.lstrip().startswith("{"):
         return RecurrentGemmaConfig.from_dict(json.loads(spec))
@@ -693,8 +694,7 @@ def load_adapter(model: nn.Module, path: Path) -> None:
     """Read adapter weights written by `write_adapter` into a model with LoRA injected."""
     from safetensors.torch import load_file
 
-    if not path.is_file():
-        raise FileNotFoundError(f"LoRA checkpoint has no adapter file {path}")
+    require_file(path, "LoRA adapter file")
     weights = {
         k.removeprefix(PEFT_PREFIX)
         .replace(".lora_A.", ".lora_A.default.")
@@ -868,7 +868,7 @@ def run_train(args: argparse.Namespace) -> int:
     kwargs = {k: v for k, v in vars(args).items() if k in TRAIN_FLAGS}
     try:
         summary = train(model, args.data, args.out, **kwargs)
-    except (ValueError, FileNotFoundError, ImportError) as err:
+    except (ValueError, OSError, ImportError) as err:
         print(f"rgemma train: error: {err}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
