@@ -289,6 +289,35 @@ def test_corrupt_pt(tmp_path, griffin, damage):
     assert nothing_left(tmp_path)
 
 
+class _RunsCode:
+    """Unpickling this would run a shell command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_unsafe_pickle_is_refused_as_unsafe_not_corrupt(tmp_path, griffin):
+    config, dm, _ = griffin
+    marker = tmp_path / "ran"
+    torch.save({**dm.state_dict(), "payload": _RunsCode(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match=r"evil\.pt: refused: .*unsafe pickle.*posix\.system") as err:
+        convert(tmp_path / "evil.pt", tmp_path / "out", progress=False, **flags(config))
+    message = str(err.value)
+    assert "\n" not in message and "weights_only" not in message and "corrupt" not in message
+    assert not marker.exists() and nothing_left(tmp_path, "out")
+    data = (tmp_path / "evil.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cut\.pt: truncated or corrupt") as err:
+        convert(tmp_path / "cut.pt", tmp_path / "out", progress=False, **flags(config))
+    reason = str(err.value).split("cut.pt: ", 1)[1]
+    assert "unsafe" not in reason and "weights_only" not in reason
+
+
 def test_failure_while_writing_leaves_nothing(tmp_path, griffin):
     config, _, pt = griffin
     (tmp_path / "tokenizer.model").write_bytes(b"not a sentencepiece model")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import re
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -143,8 +144,8 @@ class TorchSource:
         self.path = path
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as err:  # zip, pickle and mmap failures all mean the same to the user
-            raise ValueError(f"{path}: truncated or corrupt PyTorch checkpoint ({one_line(err)})") from None
+        except Exception as err:
+            raise _torch_load_error(path, err) from None
         if not isinstance(state, dict):
             raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}")
         for key, value in state.items():
@@ -167,6 +168,24 @@ class TorchSource:
 
     def close(self) -> None:
         self.state = {}
+
+
+def _torch_load_error(path: Path, err: Exception) -> ValueError:
+    """One line for a failed torch.load. torch's own text advises weights_only=False, which
+    would run whatever code the file holds: never repeat it."""
+    text = str(err)
+    if "Weights only load failed" in text:  # an UnpicklingError naming what it refused
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        calls = f", it calls {found.group(1)}" if found else ""
+        return ValueError(
+            f"{path}: refused: it holds code or objects other than tensors (an unsafe pickle{calls}); "
+            "rgemma reads only plain tensor state dicts"
+        )
+    if "mmap can only be used" in text:  # an old or plain pickle, or not a checkpoint at all
+        return ValueError(
+            f"{path}: truncated or corrupt PyTorch checkpoint (not a zip-format torch.save file)"
+        )
+    return ValueError(f"{path}: truncated or corrupt PyTorch checkpoint ({one_line(err)})")
 
 
 class NpzSource:
