@@ -62,16 +62,18 @@ def _sample(t: torch.Tensor) -> torch.Tensor:
 
 def _weights_digest(config, tensors: list[tuple[str, torch.Tensor]]) -> str:
     digest = hashlib.sha256(state_fingerprint(config).encode())
-    unique = {}  # tied weights (lm_head = the embedding) are hashed once, used twice
-    for _, t in tensors:
-        unique.setdefault((t.data_ptr(), t.dtype, tuple(t.shape), t.stride()), t)
+    unique = {_same_data(t): t for _, t in tensors}  # tied weights (lm_head) are hashed once
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         pieces = {ident: [pool.submit(_hash_piece, p) for p in _pieces(t)] for ident, t in unique.items()}
         for name, t in tensors:
             digest.update(name.encode())
-            for piece in pieces[(t.data_ptr(), t.dtype, tuple(t.shape), t.stride())]:
+            for piece in pieces[_same_data(t)]:
                 digest.update(piece.result())
     return digest.hexdigest()[:32]
+
+
+def _same_data(t: torch.Tensor) -> tuple:
+    return t.data_ptr(), t.dtype, tuple(t.shape), t.stride()
 
 
 def _pieces(t: torch.Tensor):
