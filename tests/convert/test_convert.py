@@ -8,6 +8,9 @@ import io
 import json
 import random
 import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -229,11 +232,9 @@ def test_flax_bf16_equals_torch_bf16(tmp_path, griffin):
             assert torch.equal(fa.get_tensor(k), fb.get_tensor(k)), k
 
 
-def test_orbax_needs_the_flax_extra(tmp_path):
-    import importlib.util
-
-    if importlib.util.find_spec("orbax") is not None:
-        pytest.skip("orbax-checkpoint is installed")
+def test_orbax_needs_the_flax_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "orbax", None)  # as if not installed: import fails
+    monkeypatch.setitem(sys.modules, "orbax.checkpoint", None)
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "_METADATA").write_text("{}")
@@ -241,6 +242,75 @@ def test_orbax_needs_the_flax_extra(tmp_path):
     with pytest.raises(ImportError, match=re.escape("rgemma[flax]")):
         convert(ckpt, tmp_path / "out", preset="recurrentgemma-2b", progress=False)
     assert nothing_left(tmp_path)
+
+
+def save_orbax(tree: dict, path, outer: bool = True):
+    """The flat Flax tree nested as DeepMind's Orbax checkpoint holds it: top-level groups
+    `embedder`, `blocks.N`, `final_norm` (optionally under `params`), then one dict a level."""
+    ocp = pytest.importorskip("orbax.checkpoint")
+    nested: dict = {}
+    for key, t in tree.items():
+        parts = key.split(".")
+        group, rest = (".".join(parts[:2]), parts[2:]) if parts[0] == "blocks" else (parts[0], parts[1:])
+        node = nested.setdefault(group, {})
+        for part in rest[:-1]:
+            node = node.setdefault(part, {})
+        node[rest[-1]] = t.detach().numpy()
+    ocp.PyTreeCheckpointer().save(path.absolute(), {"params": nested} if outer else nested)
+    return path
+
+
+@pytest.fixture(scope="module")
+def orbax_ckpt(tmp_path_factory, griffin):
+    _, dm, _ = griffin
+    return save_orbax(flax_tree(dm.state_dict()), tmp_path_factory.mktemp("orbax") / "ckpt")
+
+
+def test_orbax_matches_deepmind(tmp_path, griffin, orbax_ckpt):
+    config, dm, _ = griffin
+    assert detect_format(orbax_ckpt) == "deepmind-flax"
+    assert_matches_deepmind(convert(orbax_ckpt, tmp_path / "out", progress=False, **flags(config)), dm)
+    bare = save_orbax(flax_tree(dm.state_dict()), tmp_path / "bare", outer=False)  # no `params`
+    assert_matches_deepmind(convert(bare, tmp_path / "out2", progress=False, **flags(config)), dm)
+
+
+def _damage_orbax(src, dst, damage):
+    shutil.copytree(src, dst)
+    if damage == "no metadata":
+        (dst / "_METADATA").unlink()
+    elif damage == "garbage metadata":
+        (dst / "_METADATA").write_text("{not json")
+    else:  # the array data (the large files of the OCDBT store) cut in half; metadata intact
+        for f in (dst / "ocdbt.process_0" / "d").iterdir():
+            if f.stat().st_size > 4096:
+                f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    return dst
+
+
+@pytest.mark.parametrize("damage", ["no metadata", "garbage metadata", "truncated arrays"])
+def test_corrupt_orbax_is_one_line(tmp_path, griffin, orbax_ckpt, damage, capfd):
+    config, _, _ = griffin
+    bad = _damage_orbax(orbax_ckpt, tmp_path / "bad", damage)
+    with pytest.raises(ValueError, match=r"bad: (not a readable|cannot restore)") as err:
+        convert(bad, tmp_path / "out", progress=False, **flags(config))
+    assert "\n" not in str(err.value) and nothing_left(tmp_path)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_truncated_orbax_arrays_print_one_line_in_a_real_process(tmp_path, orbax_ckpt):
+    """Orbax's background reads used to print "Event loop is closed" tracebacks after the error."""
+    bad = _damage_orbax(orbax_ckpt, tmp_path / "bad", "truncated arrays")
+    argv = ["convert", str(bad), str(tmp_path / "out"), "--from", "deepmind-flax"]
+    argv += ["--attention-window-size", "6", "--logits-soft-cap", "30"]
+    code = (
+        f"import sys, time; sys.path[:] = {sys.path!r}; from rgemma.cli import main; "
+        f"rc = main({argv!r}); time.sleep(0.5); sys.exit(rc)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    err = proc.stderr.replace("\r", "\n").splitlines()
+    lines = [line for line in err if line.strip() and not line.startswith("converting")]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "bad: cannot restore '" in lines[0]
 
 
 # --------------------------------------------------------------------------- transformers
@@ -289,6 +359,35 @@ def test_corrupt_pt(tmp_path, griffin, damage):
         convert(bad, tmp_path / "out", progress=False, **flags(config))
     assert "\n" not in str(err.value)
     assert nothing_left(tmp_path)
+
+
+class _RunsCode:
+    """Unpickling this would run a shell command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_unsafe_pickle_is_refused_as_unsafe_not_corrupt(tmp_path, griffin):
+    config, dm, _ = griffin
+    marker = tmp_path / "ran"
+    torch.save({**dm.state_dict(), "payload": _RunsCode(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match=r"evil\.pt: refused: .*unsafe pickle.*posix\.system") as err:
+        convert(tmp_path / "evil.pt", tmp_path / "out", progress=False, **flags(config))
+    message = str(err.value)
+    assert "\n" not in message and "weights_only" not in message and "corrupt" not in message
+    assert not marker.exists() and nothing_left(tmp_path, "out")
+    data = (tmp_path / "evil.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cut\.pt: truncated or corrupt") as err:
+        convert(tmp_path / "cut.pt", tmp_path / "out", progress=False, **flags(config))
+    reason = str(err.value).split("cut.pt: ", 1)[1]
+    assert "unsafe" not in reason and "weights_only" not in reason
 
 
 def test_failure_while_writing_leaves_nothing(tmp_path, griffin):

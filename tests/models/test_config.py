@@ -114,8 +114,25 @@ def test_malformed_config_json(tmp_path):
     path.write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(ValueError, match="model_type"):
         RecurrentGemmaConfig.from_json_file(path)
-    path.write_text(json.dumps({"hidden_size": "big"}))
+    path.write_text(json.dumps({**PUBLISHED_2B, "hidden_size": "big"}))
     with pytest.raises(ValueError, match="hidden_size"):
         RecurrentGemmaConfig.from_json_file(path)
     with pytest.raises(FileNotFoundError, match="config.json"):
         RecurrentGemmaConfig.from_json_file(tmp_path / "nope" / "config.json")
+
+
+@pytest.mark.parametrize("drop", [("vocab_size",), ("num_key_value_heads", "intermediate_size")])
+def test_config_json_missing_shape_keys_are_named(tmp_path, drop):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({k: v for k, v in PUBLISHED_2B.items() if k not in drop}))
+    with pytest.raises(ValueError, match="missing required key") as err:
+        RecurrentGemmaConfig.from_json_file(path)
+    assert all(repr(k) in str(err.value) for k in drop) and "\n" not in str(err.value)
+
+
+def test_config_json_keys_with_a_published_default_may_be_absent(tmp_path):
+    path = tmp_path / "config.json"
+    optional = ("rms_norm_eps", "rope_theta", "logits_soft_cap", "conv1d_width", "lru_width", "_block_types")
+    path.write_text(json.dumps({k: v for k, v in PUBLISHED_2B.items() if k not in optional}))
+    assert RecurrentGemmaConfig.from_json_file(path) == RecurrentGemmaConfig.from_dict(PUBLISHED_2B)
+    assert RecurrentGemmaConfig(hidden_size=640).num_hidden_layers == 26  # Python keeps its defaults

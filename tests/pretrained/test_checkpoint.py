@@ -185,3 +185,23 @@ def test_an_int8_model_saves_and_loads_as_int8(model, tmp_path):
     ids = torch.randint(0, 97, (1, 8))
     with torch.no_grad():
         assert torch.isfinite(again(ids).logits).all()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused_naming_the_tensor(model, tmp_path, bad):
+    def poison(t):
+        t["model.layers.1.mlp_block.up_proj.weight"][3, 5] = bad
+
+    corrupt(model, tmp_path, poison)
+    with pytest.raises(
+        ValueError, match=r"'model\.layers\.1\.mlp_block\.up_proj\.weight' has NaN or Inf"
+    ) as err:
+        load(tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_weights_that_overflow_the_requested_dtype_are_refused(model, tmp_path):
+    corrupt(model, tmp_path, lambda t: t["model.final_norm.weight"].fill_(1e6))
+    with pytest.raises(ValueError, match=r"'model\.final_norm\.weight' overflows torch\.float16"):
+        RecurrentGemmaForCausalLM.from_pretrained(tmp_path, dtype=torch.float16)
+    RecurrentGemmaForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)  # fine where it fits

@@ -18,6 +18,7 @@ import torch
 
 from rgemma.accel.memory import peak_memory_mb
 from rgemma.io.documents import read_documents
+from rgemma.io.files import require_file
 from rgemma.pretrained.loading import load
 from rgemma.pretrained.snapshot import load_state, save_state
 from rgemma.text.core import prefill
@@ -51,10 +52,7 @@ def read_prompt(prompt: str | None, file: str | None, stdin: TextIO = sys.stdin)
     if prompt is not None and file is not None:
         raise ValueError("give the prompt as an argument or with -f FILE, not both")
     if file is not None:
-        path = Path(file)
-        if not path.is_file():
-            raise FileNotFoundError(f"prompt file not found: {path}")
-        return path.read_text(encoding="utf-8")
+        return require_file(file, "prompt file").read_text(encoding="utf-8")
     if prompt == "-":
         return stdin.read()
     return prompt
@@ -193,18 +191,24 @@ def _chat_command(session: ChatSession, line: str, err: TextIO) -> bool:
         print("(conversation reset)", file=err)
     elif cmd in ("/save", "/load") and not arg:
         print(f"usage: {cmd} FILE", file=err)
-    elif cmd == "/save":
-        _save_chat(session, arg)
-        print(f"(saved {len(session.fed)} tokens to {arg})", file=err)
-    elif cmd == "/load":
-        try:
-            _load_chat(session, arg)
-            print(f"(loaded {len(session.fed)} tokens, {len(session.messages)} messages)", file=err)
-        except (ValueError, FileNotFoundError) as e:
-            print(f"error: {e}", file=err)
+    elif cmd in ("/save", "/load"):
+        _save_or_load(session, cmd, arg, err)
     else:
         print(f"unknown command {cmd}; {HELP}", file=err)
     return False
+
+
+def _save_or_load(session: ChatSession, cmd: str, path: str, err: TextIO) -> None:
+    """/save FILE or /load FILE; a bad FILE prints one line and the chat goes on."""
+    try:
+        if cmd == "/save":
+            _save_chat(session, path)
+            print(f"(saved {len(session.fed)} tokens to {path})", file=err)
+        else:
+            _load_chat(session, path)
+            print(f"(loaded {len(session.fed)} tokens, {len(session.messages)} messages)", file=err)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=err)
 
 
 def _save_chat(session: ChatSession, path: str) -> None:

@@ -67,7 +67,7 @@ def run_train(args: argparse.Namespace) -> int:
             return 2
     try:
         summary = train(model, args.data, args.out, **dataclass_values(args, TrainConfig))
-    except (ValueError, FileNotFoundError, ImportError) as err:
+    except (ValueError, OSError, ImportError) as err:
         print(f"rgemma train: error: {err}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:

@@ -18,8 +18,12 @@ Writing goes through rgemma.io.shards.ShardWriter, which streams each converted 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import logging
 import mmap
+import re
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,8 +136,8 @@ class TorchSource:
         self.path = path
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as err:  # zip, pickle and mmap failures all mean the same to the user
-            raise ValueError(f"{path}: truncated or corrupt PyTorch checkpoint ({one_line(err)})") from None
+        except Exception as err:
+            raise _torch_load_error(path, err) from None
         if not isinstance(state, dict):
             raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}")
         for key, value in state.items():
@@ -156,6 +160,24 @@ class TorchSource:
 
     def close(self) -> None:
         self.state = {}
+
+
+def _torch_load_error(path: Path, err: Exception) -> ValueError:
+    """One line for a failed torch.load. torch's own text advises weights_only=False, which
+    would run whatever code the file holds: never repeat it."""
+    text = str(err)
+    if "Weights only load failed" in text:  # an UnpicklingError naming what it refused
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        calls = f", it calls {found.group(1)}" if found else ""
+        return ValueError(
+            f"{path}: refused: it holds code or objects other than tensors (an unsafe pickle{calls}); "
+            "rgemma reads only plain tensor state dicts"
+        )
+    if "mmap can only be used" in text:  # an old or plain pickle, or not a checkpoint at all
+        return ValueError(
+            f"{path}: truncated or corrupt PyTorch checkpoint (not a zip-format torch.save file)"
+        )
+    return ValueError(f"{path}: truncated or corrupt PyTorch checkpoint ({one_line(err)})")
 
 
 class NpzSource:
@@ -201,21 +223,33 @@ class OrbaxSource:
             raise ImportError(FLAX_EXTRA) from None
         self.path, self._ocp = path, ocp
         self._ckpt = ocp.PyTreeCheckpointer()
-        try:
-            meta = self._ckpt.metadata(path.absolute())
-        except Exception as err:
-            raise ValueError(f"{path}: not a readable Orbax checkpoint ({one_line(err)})") from None
-        tree = getattr(getattr(meta, "item_metadata", meta), "tree", getattr(meta, "item_metadata", meta))
-        self._outer = ("params",) if set(tree) == {"params"} else ()
-        self._tree = tree["params"] if self._outer else tree
+        _drop_closed_loop_noise()
+        self._outer, self._tree = _params_tree(self._read_metadata(), path)
         self._infos, self._group_of = {}, {}
         for group, sub in self._tree.items():
             for name, leaf in _flatten(sub, group).items():
+                if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+                    raise ValueError(f"{path}: not a readable Orbax checkpoint ({name!r} is not an array)")
                 self._infos[name] = TensorInfo(
                     tuple(leaf.shape), _torch_dtype(np.dtype(leaf.dtype), name, path)
                 )
                 self._group_of[name] = group
         self._group, self._arrays = None, {}
+
+    def _read_metadata(self) -> dict:
+        """The parameter tree's metadata (shapes and dtypes), or a one-line error."""
+        try:
+            with _quiet_orbax():
+                meta = self._ckpt.metadata(self.path.absolute())
+        except Exception as err:
+            meta, reason = None, one_line(err)
+        else:
+            reason = "its metadata holds no parameter tree; is _METADATA missing or damaged?"
+        item = getattr(meta, "item_metadata", meta)
+        tree = getattr(item, "tree", item)
+        if not isinstance(tree, dict) or not tree:
+            raise ValueError(f"{self.path}: not a readable Orbax checkpoint ({reason})")
+        return tree
 
     def tensors(self) -> dict[str, TensorInfo]:
         return self._infos
@@ -228,30 +262,76 @@ class OrbaxSource:
         return numpy_to_torch(self._arrays[key])
 
     def _restore(self, group: str) -> dict[str, np.ndarray]:
-        import inspect
-
         ocp = self._ocp
         item = {group: self._tree[group]}
         for outer in reversed(self._outer):
             item = {outer: item}
         args = _tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
         try:
-            if "partial_restore" in inspect.signature(ocp.args.PyTreeRestore).parameters:
-                restore = ocp.args.PyTreeRestore(item=item, restore_args=args, partial_restore=True)
-                out = self._ckpt.restore(self.path.absolute(), args=restore)
-            else:  # older orbax: an empty `transforms` restores only the keys of `item`
-                out = self._ckpt.restore(self.path.absolute(), item=item, restore_args=args, transforms={})
+            with _quiet_orbax():
+                out = self._restore_item(item, args)
         except Exception as err:
             raise ValueError(f"{self.path}: cannot restore {group!r} ({one_line(err)})") from None
         for outer in self._outer:
             out = out[outer]
         return _flatten(out[group], group)
 
+    def _restore_item(self, item: dict, args: dict) -> dict:
+        import inspect
+
+        ocp, where = self._ocp, self.path.absolute()
+        if "partial_restore" in inspect.signature(ocp.args.PyTreeRestore).parameters:
+            restore = ocp.args.PyTreeRestore(item=item, restore_args=args, partial_restore=True)
+            return self._ckpt.restore(where, args=restore)
+        # older orbax: an empty `transforms` restores only the keys of `item`
+        return self._ckpt.restore(where, item=item, restore_args=args, transforms={})
+
     def done(self, key: str) -> None:
         self._arrays.pop(key, None)
 
     def close(self) -> None:
         self._arrays = {}
+
+
+def _params_tree(tree: dict, path: Path) -> tuple[tuple[str, ...], dict]:
+    """(outer keys, groups): DeepMind's tree sits under `params` or at the top."""
+    outer = ("params",) if set(tree) == {"params"} else ()
+    groups = tree["params"] if outer else tree
+    if not isinstance(groups, dict):
+        raise ValueError(f"{path}: not a readable Orbax checkpoint ('params' is not a tree)")
+    return outer, groups
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Orbax and jax log warnings (through absl) on the way to errors we report ourselves."""
+    loggers = [logging.getLogger(name) for name in ("absl", "jax", "orbax")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _drop_closed_loop_noise() -> None:
+    """After a failed read, tensorstore's threads still post results to Orbax's event loop,
+    which is closed by then; each raises "Event loop is closed" into sys.unraisablehook, a
+    traceback on stderr, even after our one-line error. Drop exactly those (for the rest of
+    the process); anything else still reaches the previous hook."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop", False):
+        return
+
+    def hook(unraisable) -> None:
+        err = unraisable.exc_value
+        if not (isinstance(err, RuntimeError) and str(err) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.drops_closed_loop = True
+    sys.unraisablehook = hook
 
 
 def _flatten(tree, prefix: str) -> dict:

@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from rgemma.io.files import require_file
+
 BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
 
 Record = str | list[dict]  # a text, or a chat (a list of messages)
@@ -22,9 +24,7 @@ Record = str | list[dict]  # a text, or a chat (a list of messages)
 
 def read_records(path: str | Path) -> Iterator[Record]:
     """The documents of one file, in order: a text (str) or a chat (list of messages)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
+    path = require_file(path, "data file")
     if path.suffix == ".jsonl":
         yield from _read_jsonl(path)
         return

@@ -15,8 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rgemma.io.files import require_file
+
 BLOCK_TYPES = ("recurrent", "attention")
 ACTIVATIONS = ("gelu_pytorch_tanh", "gelu_tanh", "gelu")
+# What a config.json must state. The rest has a published default (transformers', which the
+# released checkpoints share): lru_width = hidden_size, conv1d_width 4, window 2048, the
+# Griffin block pattern, rms_norm_eps, rope... num_key_value_heads defaults to the head count
+# in transformers, but the released models use 1, so it is required too.
+REQUIRED_KEYS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "vocab_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+)
 
 
 @dataclass
@@ -197,14 +211,17 @@ class RecurrentGemmaConfig:
 
     # ----------------------------------------------------------------- dict / json
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RecurrentGemmaConfig:
-        """Build from a config.json dict, accepting both spellings of rope and block keys."""
+    def from_dict(cls, data: dict[str, Any], strict: bool = False) -> RecurrentGemmaConfig:
+        """Build from a config.json dict, accepting both spellings of rope and block keys.
+        `strict` (config.json files) requires REQUIRED_KEYS instead of defaulting them."""
         if not isinstance(data, dict):
             raise ValueError(f"config must be a JSON object, got {type(data).__name__}")
         data = dict(data)
         model_type = data.pop("model_type", "recurrent_gemma")
         if model_type != "recurrent_gemma":
             raise ValueError(f"config field 'model_type' is {model_type!r}, expected 'recurrent_gemma'")
+        if strict:
+            _require_shape_keys(data)
         rope = data.pop("rope_parameters", None) or data.pop("rope_scaling", None) or {}
         if not isinstance(rope, dict):
             raise ValueError(f"config field 'rope_parameters' must be an object, got {rope!r}")
@@ -243,20 +260,29 @@ class RecurrentGemmaConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> RecurrentGemmaConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config.json not found: {path}")
+        path = require_file(path, "config.json")
         try:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{path}: invalid JSON ({err})") from None
         try:
-            return cls.from_dict(data)
+            return cls.from_dict(data, strict=True)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def _require_shape_keys(data: dict[str, Any]) -> None:
+    """A config.json must state the sizes of its tensors: defaulting them to the 2B values
+    would only surface later as a confusing tensor-shape error."""
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise ValueError(
+            f"missing required key(s) {', '.join(map(repr, missing))}; "
+            "they set the tensor shapes, so no default is assumed"
+        )
 
 
 def _check(ok: bool, name: str, message: str) -> None:

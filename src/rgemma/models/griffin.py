@@ -264,8 +264,9 @@ def attend_ref(
     G = H // Hkv  # query heads per key/value head
     qg = q.view(B, Tq, Hkv, G, Dh).permute(0, 2, 3, 1, 4).reshape(B, Hkv, G * Tq, Dh)
     scores = torch.matmul(qg, k.permute(0, 2, 3, 1)) * scale  # (B, Hkv, G*Tq, S)
-    scores = scores.view(B, Hkv, G, Tq, -1).masked_fill(~mask[:, None, None], MIN_LOGIT)
-    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    # mask after the exact fp32 upcast: MIN_LOGIT overflows float16 (same probs for bf16/fp32)
+    scores = scores.view(B, Hkv, G, Tq, -1).float().masked_fill(~mask[:, None, None], MIN_LOGIT)
+    probs = torch.softmax(scores, dim=-1).to(q.dtype)
     out = torch.matmul(probs.view(B, Hkv, G * Tq, -1), v.transpose(1, 2))  # (B, Hkv, G*Tq, Dh)
     out = out.view(B, Hkv, G, Tq, Dh).permute(0, 3, 1, 2, 4).reshape(B, Tq, H * Dh)
     return out, probs.view(B, H, Tq, -1)
@@ -405,7 +406,7 @@ class LocalAttention(nn.Module):
             )
             * Dh**-0.5
         )
-        probs = torch.softmax(scores.masked_fill(step.hidden, MIN_LOGIT).float(), -1).to(q.dtype)
+        probs = torch.softmax(scores.float().masked_fill(step.hidden, MIN_LOGIT), -1).to(q.dtype)
         out = torch.matmul(probs[..., :W], state.v.transpose(1, 2))  # (B, Hkv, G, Dh)
         out = out.addcmul_(probs[..., W:], old_v.view(B, Hkv, 1, Dh))
         return out.view(B, 1, H * Dh), state

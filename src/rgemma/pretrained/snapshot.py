@@ -3,13 +3,13 @@
 A snapshot is one safetensors file: every tensor of the State, the token ids it has read
 (`tokens`), and metadata with the token count, the model fingerprint and free-form JSON
 (`extra`, e.g. a chat transcript). Loading into a different model is refused: the fingerprint
-covers the shape-defining config and a sample of every weight, so two fine-tunes of one
-architecture differ. Writes are atomic (rgemma.io.atomic.atomic_file).
+covers the shape-defining config and every weight, so two fine-tunes of one architecture
+differ, and every tensor is checked before use (snapshot_checks). Writes are atomic
+(rgemma.io.atomic.atomic_file).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,22 +20,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from rgemma.io.atomic import atomic_file
+from rgemma.io.files import require_file
 from rgemma.models.state import RecurrentState, State, state_fingerprint
+from rgemma.pretrained.snapshot_checks import model_fingerprint, validate_snapshot
 
 FORMAT = "rgemma-state"
-VERSION = "1"
-
-
-def model_fingerprint(model) -> str:
-    """sha256 of the architecture and a strided sample of every parameter, rounded to bf16 so
-    one model in float32 and bfloat16 has one fingerprint."""
-    digest = hashlib.sha256(state_fingerprint(model.config).encode())
-    for name, p in sorted(model.state_dict().items()):
-        flat = p.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // 1024)][:1024]
-        digest.update(name.encode())
-        digest.update(sample.to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes())
-    return digest.hexdigest()[:32]
+VERSION = "2"  # 2: the fingerprint covers every weight (1 sampled them)
 
 
 @dataclass
@@ -79,10 +69,9 @@ def save_state(
 def load_state(path: str | Path, model) -> Snapshot:
     """The snapshot, with its state on the model's device and dtype.
 
-    Raises ValueError when the file is not a snapshot or was made with another model."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"state file not found: {path}")
+    Raises ValueError when the file is not a snapshot, was made with another model, or
+    holds a tensor the model cannot continue from (see validate_snapshot)."""
+    path = require_file(path, "state file")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -91,11 +80,17 @@ def load_state(path: str | Path, model) -> Snapshot:
         raise ValueError(f"{path}: not a readable state snapshot ({err})") from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not an rgemma state snapshot")
+    if meta.get("version") != VERSION:
+        raise ValueError(
+            f"{path}: a version {meta.get('version')} snapshot; this rgemma reads version {VERSION} "
+            "(the model fingerprint changed): save the state again"
+        )
     if meta.get("fingerprint") != model_fingerprint(model):
         raise ValueError(
             f"{path}: this state was saved with a different model "
             f"({meta.get('architecture')}); it cannot continue this one"
         )
+    validate_snapshot(path, tensors, meta, model)
     tokens = tensors.pop("tokens").tolist() if "tokens" in tensors else None
     logits = tensors.pop("logits").to(model.device) if "logits" in tensors else None
     state = State.from_tensors(tensors, model.config).to(model.device, model.dtype)

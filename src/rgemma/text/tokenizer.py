@@ -28,6 +28,8 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from rgemma.io.files import require_dir, require_file
+
 # Fallback special-token names: Gemma's, used when the checkpoint's files do not name one.
 _DEFAULT_SPECIALS = {
     "bos_token": "<bos>",
@@ -234,9 +236,7 @@ class Tokenizer:
     @classmethod
     def from_dir(cls, path: str | Path) -> Tokenizer:
         """Load from a checkpoint directory holding tokenizer.json and/or tokenizer.model."""
-        root = Path(path)
-        if not root.is_dir():
-            raise FileNotFoundError(f"tokenizer directory {root} does not exist")
+        root = require_dir(path, "tokenizer directory")
         config = _read_json(root / "tokenizer_config.json")
         special_map = _read_json(root / "special_tokens_map.json")
         files = [root / name for name in ("tokenizer.json", "tokenizer.model")]
@@ -254,9 +254,7 @@ class Tokenizer:
         chat_template: str | None = None,
     ) -> Tokenizer:
         """Load a single tokenizer.json (`tokenizers`) or SentencePiece .model file."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"tokenizer file {path} does not exist")
+        path = require_file(path, "tokenizer file")
         return cls(_load_backend(path, config or {}, {}), config, None, chat_template)
 
     # ----------------------------------------------------------------- ids

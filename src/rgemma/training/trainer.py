@@ -41,6 +41,7 @@ from torch import nn
 
 from rgemma.io.atomic import atomic_directory
 from rgemma.io.checkpoint_files import copy_tokenizer, resolve_model_dir
+from rgemma.io.files import require_file
 from rgemma.models.config import PRESETS, RecurrentGemmaConfig
 from rgemma.pretrained.checkpoint import write_checkpoint
 from rgemma.pretrained.classes import RecurrentGemmaForCausalLM
@@ -258,7 +259,7 @@ def shard(model: nn.Module, mesh) -> None:
 # --------------------------------------------------------------------------- model
 def parse_init_config(spec: str) -> RecurrentGemmaConfig:
     """A config.json path, an inline JSON object, or a preset name."""
-    if Path(spec).is_file():
+    if Path(spec).expanduser().exists():  # a file, or a directory refused by name
         return RecurrentGemmaConfig.from_json_file(spec)
     if spec.lstrip().startswith("{"):
         return RecurrentGemmaConfig.from_dict(json.loads(spec))
@@ -654,8 +655,7 @@ def load_adapter(model: nn.Module, path: Path) -> None:
     """Read adapter weights written by `write_adapter` into a model with LoRA injected."""
     from safetensors.torch import load_file
 
-    if not path.is_file():
-        raise FileNotFoundError(f"LoRA checkpoint has no adapter file {path}")
+    require_file(path, "LoRA adapter file")
     weights = {
         k.removeprefix(PEFT_PREFIX)
         .replace(".lora_A.", ".lora_A.default.")
