@@ -129,8 +129,16 @@ def test_base_model_forward(model):
             "attention_mask has shape",
         ),
         (
-            dict(input_ids=torch.ones(1, 4, dtype=torch.long), attention_mask=torch.tensor([[1, 1, 0, 0]])),
+            dict(input_ids=torch.ones(1, 4, dtype=torch.long), attention_mask=torch.tensor([[1, 0, 1, 0]])),
             "padding must be on the left",
+        ),
+        (
+            dict(
+                input_ids=torch.ones(1, 4, dtype=torch.long),
+                attention_mask=torch.tensor([[1, 1, 0, 0]]),
+                use_cache=True,
+            ),
+            "padding_side = 'left'",
         ),
         (dict(input_ids=torch.ones(1, 2, dtype=torch.long), attention_mask=torch.tensor([[2, 1]])), "only 0"),
         (
