@@ -66,6 +66,7 @@ class PreTrainedMixin:
         )
         if (model_dir / GENERATION_FILE).is_file():
             model.generation_config = GenerationConfig.from_pretrained(model_dir)
+        model.__dict__["name_or_path"] = str(path_or_repo_id or model_dir)  # peft records it as the base
         return model
 
     def save_pretrained(
