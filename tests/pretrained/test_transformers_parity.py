@@ -203,13 +203,21 @@ def test_rgemma_train_adapters_load_through_peft_and_the_cli(model, tmp_path, ca
 
     merged, _ = load(str(bundled_model_dir()), adapter=str(out), err=io.StringIO())
     torch.testing.assert_close(merged(ids).logits, want, rtol=1e-4, atol=1e-4)
+    from rgemma.cli.commands import generate
+    from rgemma.text.engine import GenerationConfig
+    from rgemma.text.sampling import SamplingParams
+
     texts = []
-    for argv in (["--model", str(out)], ["--adapter", str(out)]):
-        assert (
-            main(["generate", "Once upon a time", "--temperature", "0", "--max-new-tokens", "8", *argv]) == 0
-        )
-        texts.append(capsys.readouterr().out)
-    assert texts[0] == texts[1] and texts[0].strip()
+    greedy = GenerationConfig(max_new_tokens=8, sampling=SamplingParams(temperature=0))
+    for kw in (dict(model=str(out)), dict(adapter=str(out))):  # --model ADAPTER, --adapter ADAPTER
+        buf = io.StringIO()
+        generate("Once upon a time", config=greedy, out=buf, err=io.StringIO(), **kw)
+        texts.append(buf.getvalue())
+    plain = io.StringIO()
+    generate("Once upon a time", config=greedy, out=plain, err=io.StringIO())
+    assert texts[0] == texts[1] != plain.getvalue()
+    assert main(["generate", "Once upon a time", "--max-new-tokens", "2", "--adapter", str(out)]) == 0
+    capsys.readouterr()
 
 
 # --------------------------------------------------------------------------- loading
