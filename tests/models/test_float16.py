@@ -3,17 +3,16 @@
 import pytest
 import torch
 
-import rgemma.models.griffin as model_module
 from conftest import random_model
+from rgemma.accel import configure
 from rgemma.models.griffin import MIN_LOGIT, attend_ref
 
 
 @pytest.mark.parametrize("impl", ["ref", "sdpa"])
-def test_float16_model_decodes_like_float32(monkeypatch, impl):
-    monkeypatch.setattr(model_module, "ATTENTION_IMPL", impl)
+def test_float16_model_decodes_like_float32(impl):
     ids = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(0))
-    want = random_model().generate(ids, max_new_tokens=12, eos_token_id=[])
-    half = random_model().to(torch.float16)
+    want = configure(random_model(), attention=impl).generate(ids, max_new_tokens=12, eos_token_id=[])
+    half = configure(random_model().to(torch.float16), attention=impl)
     got = half.generate(ids, max_new_tokens=12, eos_token_id=[])
     assert got.tolist() == want.tolist()
     logits = half(got[:, :-1], use_cache=True).logits

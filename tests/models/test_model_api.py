@@ -129,8 +129,16 @@ def test_base_model_forward(model):
             "attention_mask has shape",
         ),
         (
-            dict(input_ids=torch.ones(1, 4, dtype=torch.long), attention_mask=torch.tensor([[1, 1, 0, 0]])),
+            dict(input_ids=torch.ones(1, 4, dtype=torch.long), attention_mask=torch.tensor([[1, 0, 1, 0]])),
             "padding must be on the left",
+        ),
+        (
+            dict(
+                input_ids=torch.ones(1, 4, dtype=torch.long),
+                attention_mask=torch.tensor([[1, 1, 0, 0]]),
+                use_cache=True,
+            ),
+            "padding_side = 'left'",
         ),
         (dict(input_ids=torch.ones(1, 2, dtype=torch.long), attention_mask=torch.tensor([[2, 1]])), "only 0"),
         (
@@ -169,3 +177,20 @@ def test_resize_untied_head():
     assert model.lm_head.weight.shape == (100, 32)
     torch.testing.assert_close(model.lm_head.weight[:97], old)
     assert model(torch.tensor([[99]])).logits.shape == (1, 1, 100)
+
+
+def test_right_padding_without_a_state_equals_each_row_alone(model):
+    torch.manual_seed(0)
+    ids = torch.randint(1, 97, (3, 9))
+    lengths = [9, 4, 6]
+    mask = torch.tensor([[1] * n + [0] * (9 - n) for n in lengths])
+    out = model(ids, attention_mask=mask, use_cache=False, output_hidden_states=True)
+    for i, n in enumerate(lengths):
+        row = model(ids[i : i + 1, :n], use_cache=False, output_hidden_states=True)
+        torch.testing.assert_close(out.logits[i, :n], row.logits[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            out.hidden_states[-1][i, :n], row.hidden_states[-1][0], rtol=1e-5, atol=1e-5
+        )
+    assert out.cache is None
+    with pytest.raises(ValueError, match="row 1 ends in padding"):
+        model(ids, attention_mask=mask, use_cache=True)

@@ -38,8 +38,10 @@ def test_max_length_and_defaults(model):
         model.generate(torch.zeros(1, 0, dtype=torch.long))
     with pytest.raises(ValueError, match="all padding"):
         model.generate(prompt, attention_mask=torch.tensor([[0] * 6, [1] * 6]))
-    with pytest.raises(TypeError, match="num_beams"):
-        model.generate(prompt, num_beams=4)
+    with pytest.raises(TypeError, match="num_beamz"):
+        model.generate(prompt, num_beamz=4)
+    with pytest.raises(ValueError, match="typical_p"):
+        model.generate(prompt, typical_p=0.5)
 
 
 def test_seeded_sampling_is_reproducible(model):

@@ -106,6 +106,7 @@ def tokenizer_config() -> dict:
         "clean_up_tokenization_spaces": False,
         "spaces_between_special_tokens": False,
         "model_max_length": 1_000_000,
+        "padding_side": "left",
         "tokenizer_class": "PreTrainedTokenizerFast",
     }
 

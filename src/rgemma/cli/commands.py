@@ -62,6 +62,7 @@ def generate(
     prompt: str | None,
     *,
     model: str | None = None,
+    adapter: str | None = None,
     config: GenerationConfig | None = None,
     chat: bool = False,
     system: str | None = None,
@@ -82,7 +83,7 @@ def generate(
     `save_state_path` the state after the prompt is saved before generating. `echo` writes
     the prompt first, so the output reads as one text."""
     config = config or GenerationConfig()
-    lm, tok = loaded or load(model, dtype, device, err, compile=compile, quantize=quantize)
+    lm, tok = loaded or load(model, dtype, device, err, compile=compile, quantize=quantize, adapter=adapter)
     state, logits, seen = None, None, []
     if load_state_path:
         snap = load_state(load_state_path, lm)
@@ -141,6 +142,7 @@ HELP = "commands: /reset (forget the conversation), /save FILE, /load FILE, /exi
 def chat(
     *,
     model: str | None = None,
+    adapter: str | None = None,
     config: GenerationConfig | None = None,
     system: str | None = None,
     dtype: str | None = None,
@@ -155,7 +157,7 @@ def chat(
     """An interactive multi-turn chat that keeps the state between turns. One message per
     line; when stdin is not a terminal it reads lines until end of input, never waiting."""
     config = config or GenerationConfig()
-    lm, tok = loaded or load(model, dtype, device, err, compile=compile, quantize=quantize)
+    lm, tok = loaded or load(model, dtype, device, err, compile=compile, quantize=quantize, adapter=adapter)
     session = ChatSession(lm, tok, config, system)
     interactive = stdin.isatty()
     if interactive:
@@ -229,6 +231,7 @@ def perplexity(
     data: str | Path,
     *,
     model: str | None = None,
+    adapter: str | None = None,
     dtype: str | None = None,
     max_docs: int | None = None,
     err: TextIO = sys.stderr,
@@ -238,7 +241,7 @@ def perplexity(
 ) -> dict[str, float]:
     """Token-weighted perplexity of `model` over the documents in `data` (each with BOS and
     EOS, the way the bundled model is trained); the result is also printed to `err` as JSON."""
-    lm, tok = loaded or load(model, dtype, None, err, quantize=quantize)
+    lm, tok = loaded or load(model, dtype, None, err, quantize=quantize, adapter=adapter)
     docs = read_documents(data)[:max_docs]
     if not docs:
         raise ValueError(f"no documents in {data}")

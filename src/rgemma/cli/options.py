@@ -66,6 +66,14 @@ def model_options(p: argparse.ArgumentParser) -> None:
         help="an HF-format directory, or a repo id such as google/recurrentgemma-2b "
         "found in the local HF cache (default: the bundled model)",
     )
+    p.add_argument(
+        "--adapter",
+        metavar="DIR",
+        default=None,
+        help="a LoRA adapter directory (rgemma train --lora, or peft's save_pretrained), merged "
+        "into the weights at load; --model may also be an adapter directory alone, whose "
+        "base_model_name_or_path is then loaded",
+    )
     weight_options(p)
 
 
@@ -74,8 +82,9 @@ def weight_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtype",
         choices=["auto", "float32", "bfloat16", "float16"],
-        default="auto",
-        help="weight dtype (default: as stored in the checkpoint)",
+        default=None,
+        help="weight dtype; auto: as stored in the checkpoint (default: float32 for the bundled "
+        "model, which is stored in bfloat16, else as stored)",
     )
     p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
     p.add_argument(

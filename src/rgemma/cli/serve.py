@@ -35,6 +35,14 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model-name", metavar="NAME", default=None, help="the id clients use (default: the model's name)"
     )
+    p.add_argument(
+        "--adapter",
+        metavar="DIR",
+        default=None,
+        help="a LoRA adapter directory (rgemma train --lora, or peft's save_pretrained), merged "
+        "into the weights at load; --model may also be an adapter directory alone, whose "
+        "base_model_name_or_path is then loaded",
+    )
     weight_options(p)
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
@@ -59,6 +67,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     serve(
         model=args.model,
+        adapter=args.adapter,
         host=args.host,
         port=args.port,
         api_key=args.api_key or os.environ.get("RGEMMA_API_KEY") or None,

@@ -54,6 +54,7 @@ def run_generate(args) -> int:
     generate(
         prompt,
         model=args.model,
+        adapter=args.adapter,
         config=generation_config(args),
         chat=args.chat,
         system=args.system,
@@ -88,6 +89,7 @@ def run_chat(args) -> int:
 
     chat(
         model=args.model,
+        adapter=args.adapter,
         config=generation_config(args),
         system=args.system,
         dtype=args.dtype,
@@ -116,7 +118,12 @@ def run_perplexity(args) -> int:
     from rgemma.cli.commands import perplexity
 
     result = perplexity(
-        args.data, model=args.model, dtype=args.dtype, max_docs=args.max_docs, quantize=args.quantize
+        args.data,
+        model=args.model,
+        adapter=args.adapter,
+        dtype=args.dtype,
+        max_docs=args.max_docs,
+        quantize=args.quantize,
     )
     print(
         f"perplexity {result['perplexity']:.3f} over {result['tokens']} tokens "

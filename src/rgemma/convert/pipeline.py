@@ -58,13 +58,14 @@ from rgemma.convert.deepmind import (
     source_name,
 )
 from rgemma.convert.sources import TensorInfo, detect_format, one_line, open_source
-from rgemma.convert.tokenizer import install_tokenizer
+from rgemma.convert.tokenizer import install_tokenizer, pad_on_the_left
 from rgemma.io.atomic import atomic_directory
 from rgemma.io.checkpoint_files import (
     copy_tokenizer,
     parse_dtype,
     parse_size,
     resolve_model_dir,
+    tokenizer_files,
     write_config,
 )
 from rgemma.io.shards import MAX_SHARD_SIZE, ShardEntry, ShardWriter
@@ -261,6 +262,8 @@ def convert(
                 config = _with_tokenizer_ids(config, tmp)
             elif fmt == "hf":
                 copy_tokenizer(src, tmp)  # an HF source keeps its tokenizer
+                if tokenizer_files(tmp):
+                    pad_on_the_left(tmp)
             write_config(tmp, checkpoint_config(config, out_dtype, [m for m in linears if quantize]))
             if tokenizer is None and fmt == "hf" and (src / "generation_config.json").is_file():
                 shutil.copyfile(src / "generation_config.json", tmp / "generation_config.json")

@@ -271,6 +271,7 @@ def tokenizer_configs(sp: SentencePieceModel) -> dict[str, dict]:
         "clean_up_tokenization_spaces": False,
         "spaces_between_special_tokens": False,
         "model_max_length": 1_000_000,
+        "padding_side": "left",
         "tokenizer_class": "PreTrainedTokenizerFast",
     }
     if len(present) == len(TURN_TOKENS):
@@ -296,6 +297,7 @@ def install_tokenizer(source: str | Path, out: Path) -> None:
         raise FileNotFoundError(f"tokenizer not found: {source}")
     model_file = out / "tokenizer.model"
     if not model_file.is_file():
+        pad_on_the_left(out)
         return
     sp = read_sentencepiece(model_file)
     if not (out / "tokenizer.json").is_file():
@@ -303,3 +305,15 @@ def install_tokenizer(source: str | Path, out: Path) -> None:
     for name, data in tokenizer_configs(sp).items():
         if not (out / name).is_file():
             (out / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    pad_on_the_left(out)
+
+
+def pad_on_the_left(out: Path) -> None:
+    """Make tokenizer_config.json in `out` say padding_side "left": RecurrentGemma continues a
+    batch from its last column, so generate() refuses right padding (and transformers'
+    tokenizers pad on the right unless told)."""
+    path = out / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if config.get("padding_side") != "left":
+        config["padding_side"] = "left"
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

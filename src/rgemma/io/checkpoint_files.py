@@ -123,6 +123,21 @@ def weight_files(model_dir: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- loading
+def load_dtype(model_dir: Path, dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """rgemma's one dtype rule (from_pretrained, the CLI and the server all call it): the dtype
+    to load `model_dir` in, None meaning the checkpoint's own. An explicit dtype wins and
+    "auto" is the checkpoint's; unset (None) is the checkpoint's as well, as in transformers 5
+    (whose default is "auto"), except for the bundled model: stored in bfloat16 to stay small,
+    it runs in float32 (exact, and faster on CPU)."""
+    if dtype is None and is_bundled(model_dir):
+        return torch.float32
+    return parse_dtype(dtype)
+
+
+def is_bundled(model_dir: Path) -> bool:
+    return Path(model_dir).resolve() == BUNDLED_DIR.resolve()
+
+
 def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
         return None if dtype == "auto" else dtype
@@ -143,10 +158,11 @@ def parse_size(size: int | str) -> int:
     return int(float(m.group(1)) * scale)
 
 
-def write_config(out: Path, config: dict) -> None:
+def write_config(out: Path, config: dict, generation: dict | None = None) -> None:
+    """config.json, and generation_config.json: `generation`, or the config's token ids."""
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    gen = {k: config.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
-    (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+    gen = generation or {k: config.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    (out / "generation_config.json").write_text(json.dumps(gen, indent=2, sort_keys=True) + "\n")
 
 
 def tokenizer_files(directory: str | Path) -> list[Path]:

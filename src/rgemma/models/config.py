@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rgemma.io.files import require_file
 
@@ -69,6 +69,8 @@ class RecurrentGemmaConfig:
     # Keys of config.json that we do not model (architectures, torch_dtype, ...), kept so
     # that save_pretrained writes them back.
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    model_type: ClassVar[str] = "recurrent_gemma"  # what transformers-side tools (peft) read
+    is_encoder_decoder: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if isinstance(self.block_types, str):
@@ -269,6 +271,18 @@ class RecurrentGemmaConfig:
             return cls.from_dict(data, strict=True)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | Path | None) -> RecurrentGemmaConfig:
+        """config.json of a directory, a repo id in the local HF cache, or (None) the bundled model."""
+        from rgemma.io.checkpoint_files import resolve_model_dir
+
+        return cls.from_json_file(resolve_model_dir(path_or_repo_id) / "config.json")
+
+    def save_pretrained(self, save_directory: str | Path) -> None:
+        """Write config.json into `save_directory` (created if missing)."""
+        Path(save_directory).mkdir(parents=True, exist_ok=True)
+        (Path(save_directory) / "config.json").write_text(self.to_json_string())
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

@@ -20,7 +20,16 @@ from torch import nn
 
 from rgemma.models.config import RecurrentGemmaConfig
 from rgemma.models.outputs import BaseModelOutput, CausalLMOutput
-from rgemma.models.positions import Tokens, advance_state, check_input_ids, make_tokens, step_tokens
+from rgemma.models.positions import (
+    RIGHT_PADDING,
+    Tokens,
+    advance_state,
+    check_input_ids,
+    make_tokens,
+    roll_rows,
+    step_tokens,
+    trailing_pads,
+)
 from rgemma.models.state import AttentionState, RecurrentState, State
 from rgemma.models.surface import ModelSurface
 from rgemma.ops.scan import rnn_scan_fast
@@ -542,7 +551,21 @@ class GriffinModel(ModelSurface, nn.Module):
 
         `cache_position` is accepted for transformers compatibility and unused: the cache
         knows each row's count. Positions default to continuing each row's last position.
+        Right padding is accepted when no state continues (see _right_padded).
         """
+        shift = trailing_pads(attention_mask)
+        if shift is not None:
+            return self._right_padded(
+                shift,
+                input_ids,
+                attention_mask,
+                position_ids,
+                inputs_embeds,
+                use_cache,
+                output_hidden_states,
+                output_attentions,
+                cache if cache is not None else past_key_values,
+            )
         x = self._embed(input_ids, inputs_embeds)
         B, T = x.shape[:2]
         cache = cache if cache is not None else past_key_values
@@ -573,6 +596,33 @@ class GriffinModel(ModelSurface, nn.Module):
             hidden_states=tuple(hidden) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
         )
+
+    def _right_padded(
+        self, shift, input_ids, mask, position_ids, inputs_embeds, use_cache, hidden, attentions, cache
+    ) -> BaseModelOutput:
+        """A right-padded batch (a training batch from a tokenizer that pads on the right) runs
+        as the same rows left-padded, so its real tokens get the logits they have alone; the
+        outputs are rotated back. No state comes out of it: the next token of a right-padded
+        row would follow its pads."""
+        if cache is not None or use_cache or attentions:
+            row = int(shift.nonzero()[0])
+            raise ValueError(
+                RIGHT_PADDING.format(row=row) + ("" if not attentions else " (output_attentions)")
+            )
+        if isinstance(position_ids, torch.Tensor):
+            position_ids = position_ids.reshape(-1, mask.shape[1]).expand(mask.shape[0], -1)
+        out = self.forward(
+            roll_rows(input_ids, shift),
+            roll_rows(mask, shift),
+            roll_rows(position_ids, shift),
+            inputs_embeds=roll_rows(inputs_embeds, shift),
+            use_cache=False,
+            output_hidden_states=hidden,
+        )
+        out.last_hidden_state = roll_rows(out.last_hidden_state, -shift)
+        if out.hidden_states is not None:
+            out.hidden_states = tuple(roll_rows(h, -shift) for h in out.hidden_states)
+        return out
 
     def step(self, input_ids: torch.Tensor, active: torch.Tensor, cache: State) -> torch.Tensor:
         """One token per row, for a decode loop whose inputs are already valid: no validation

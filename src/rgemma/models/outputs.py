@@ -55,3 +55,32 @@ class CausalLMOutput(_Output):
     @property
     def past_key_values(self) -> State | None:
         return self.cache
+
+
+@dataclass
+class GenerateDecoderOnlyOutput(_Output):
+    """generate(return_dict_in_generate=True) for greedy and sampling, as transformers shapes
+    it: `scores` are the processed scores and `logits` the raw logits of each step, (B, V)."""
+
+    sequences: torch.Tensor | None = None
+    scores: tuple[torch.Tensor, ...] | None = None
+    logits: tuple[torch.Tensor, ...] | None = None
+    attentions: None = None
+    hidden_states: None = None
+    past_key_values: State | None = None
+
+
+@dataclass
+class GenerateBeamDecoderOnlyOutput(_Output):
+    """generate(num_beams > 1, return_dict_in_generate=True): `sequences_scores` are the final
+    (length-normalised) beam scores, `scores` each step's processed log-probs for every beam,
+    `beam_indices` the flat beam each generated token came from (-1 after a sequence ends)."""
+
+    sequences: torch.Tensor | None = None
+    sequences_scores: torch.Tensor | None = None
+    scores: tuple[torch.Tensor, ...] | None = None
+    logits: tuple[torch.Tensor, ...] | None = None
+    beam_indices: torch.Tensor | None = None
+    attentions: None = None
+    hidden_states: None = None
+    past_key_values: State | None = None

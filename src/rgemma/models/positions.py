@@ -144,6 +144,36 @@ def _real_mask(attention_mask, position_ids, batch, length, device) -> torch.Ten
         row = int(later_pad.any(1).nonzero()[0])
         raise ValueError(
             f"row {row} has padding after a token: padding must be on the left "
-            "(use left padding, or position resets to pack documents)"
+            "(tokenizer.padding_side = 'left'), or position resets to pack documents"
         )
     return real
+
+
+# --------------------------------------------------------------------------- right padding
+RIGHT_PADDING = (
+    "row {row} ends in padding (right padding), which a state cannot continue from: pad on the "
+    "left (tokenizer.padding_side = 'left'), or pass use_cache=False"
+)
+
+
+def trailing_pads(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B,) padding at the end of each row (right padding), or None when no row ends in one.
+    Without a state to continue, such a batch runs as the same rows left-padded (roll_rows),
+    which gives the real tokens the logits they have alone."""
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.ndim != 2:
+        return None
+    real = attention_mask != 0
+    if not real.any(1).all() or real[:, -1].all():
+        return None
+    T = real.shape[1]
+    last = torch.where(real, torch.arange(T, device=real.device), -1).max(1).values
+    return T - 1 - last
+
+
+def roll_rows(x: torch.Tensor | None, shift: torch.Tensor) -> torch.Tensor | None:
+    """Rotate each row of x (B, T, ...) right by shift[b] along T (negative: left)."""
+    if x is None:
+        return None
+    T = x.shape[1]
+    index = torch.remainder(torch.arange(T, device=x.device)[None] - shift.to(x.device)[:, None], T)
+    return x.gather(1, index.view(*index.shape, *([1] * (x.ndim - 2))).expand(-1, -1, *x.shape[2:]))

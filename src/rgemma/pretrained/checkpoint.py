@@ -185,22 +185,29 @@ def write_checkpoint(
     tensors: dict[str, torch.Tensor],
     config: RecurrentGemmaConfig,
     max_shard_size: int | str = MAX_SHARD_SIZE,
+    generation: dict | None = None,
 ) -> None:
-    """config.json, generation_config.json and (sharded) safetensors of `tensors` (ForCausalLM
-    key names) into `out`: a tied LM head is left out, `torch_dtype`
-    is the weights' dtype, and int8 layers (`X.weight_scale`) are listed as quantized."""
+    """config.json, generation_config.json (`generation`, else the config's token ids) and
+    (sharded) safetensors of `tensors` (ForCausalLM key names) into `out`: a tied LM head is
+    left out, `torch_dtype` is the weights' dtype, and int8 layers (`X.weight_scale`) are
+    listed as quantized."""
     from rgemma.accel.quantize import quantized_names
 
     if config.tie_word_embeddings:  # the head (even an int8 copy of it) is the embedding
         tensors = {k: v for k, v in tensors.items() if not k.startswith("lm_head.")}
-    write_config(out, checkpoint_config(config, floating_dtype(tensors.values()), quantized_names(tensors)))
+    write_config(
+        out, checkpoint_config(config, floating_dtype(tensors.values()), quantized_names(tensors)), generation
+    )
     write_shards(out, tensors, parse_size(max_shard_size))
 
 
 def save_model(
-    model: nn.Module, save_directory: str | Path, max_shard_size: int | str = MAX_SHARD_SIZE
+    model: nn.Module,
+    save_directory: str | Path,
+    max_shard_size: int | str = MAX_SHARD_SIZE,
+    generation: dict | None = None,
 ) -> None:
     """write_checkpoint into a temp dir, then swap it into place, so a crash never leaves a
     half-written directory that looks complete."""
     with atomic_directory(save_directory) as tmp:
-        write_checkpoint(tmp, checkpoint_tensors(model), model.config, max_shard_size)
+        write_checkpoint(tmp, checkpoint_tensors(model), model.config, max_shard_size, generation)

@@ -7,10 +7,9 @@ import sys
 import time
 from typing import TextIO
 
-import torch
-
 from rgemma.accel.speed import optimize
-from rgemma.io.checkpoint_files import parse_dtype, resolve_model_dir
+from rgemma.io.checkpoint_files import resolve_model_dir, tokenizer_files
+from rgemma.pretrained.adapters import adapter_base, is_adapter_dir, merge_adapter
 from rgemma.pretrained.classes import RecurrentGemmaForCausalLM
 from rgemma.text.tokenizer import Tokenizer
 
@@ -23,17 +22,22 @@ def load(
     *,
     compile: bool = False,
     quantize: str | None = None,
+    adapter: str | None = None,
 ) -> tuple[RecurrentGemmaForCausalLM, Tokenizer]:
     """Model and tokenizer from a directory, a cached repo id, or (None) the bundled model,
-    with the inference speed-ups of rgemma.accel.speed.optimize applied."""
+    with the inference speed-ups of rgemma.accel.speed.optimize applied. `adapter` (a LoRA adapter
+    directory) is merged into the weights; `model` may itself be an adapter directory, whose
+    base model then loads. The tokenizer comes from the adapter directory when it has one."""
     path = resolve_model_dir(model)
+    if adapter is None and is_adapter_dir(path):
+        path, adapter = adapter_base(path), str(path)
     start = time.perf_counter()
     print(f"loading {path}", file=err)
-    wanted = parse_dtype(dtype)
-    if model is None and wanted is None:
-        wanted = torch.float32  # the bundled weights are stored in bf16 for size; fp32 is faster on CPU
-    lm = RecurrentGemmaForCausalLM.from_pretrained(path, dtype=wanted, device=device)
-    tokenizer = Tokenizer.from_dir(path)
+    lm = RecurrentGemmaForCausalLM.from_pretrained(path, dtype=dtype, device=device)  # load_dtype's rule
+    if adapter is not None:
+        merge_adapter(lm, adapter)
+        print(f"merged the LoRA adapter {adapter}", file=err)
+    tokenizer = Tokenizer.from_dir(adapter if adapter and tokenizer_files(adapter) else path)
     n_params = lm.num_parameters()  # before int8 turns weights into buffers
     optimize(lm, compile=compile, quantize=quantize)
     extras = "".join(

@@ -806,6 +806,7 @@ def serve(
     quantize: str | None = None,
     compile: bool = False,
     limits: Limits | None = None,
+    adapter: str | None = None,
     **limit_values,
 ) -> None:
     """Serve `model` (a directory, a cached repo id, or None for the bundled model) until
@@ -821,7 +822,7 @@ def serve(
     limits = dataclasses.replace(limits or Limits(), **limit_values)
     limits.validate()
     app = create_app(
-        loader=lambda: load(str(path), dtype, device, quantize=quantize, compile=compile),
+        loader=lambda: load(str(path), dtype, device, quantize=quantize, compile=compile, adapter=adapter),
         model_name=name,
         api_key=api_key,
         limits=limits,

@@ -29,6 +29,7 @@ import torch
 
 from rgemma.models.state import State
 from rgemma.text.output import TextStep, TextStream
+from rgemma.text.processors import Rules, apply_rules, sampling_scores
 from rgemma.text.sampling import PAD_ID, SamplingParams, sample
 
 PREFILL_CHUNK = 2048
@@ -38,33 +39,39 @@ STOP, LENGTH = "stop", "length"  # the finish reasons
 @torch.no_grad()
 def prefill(
     model,
-    input_ids: torch.Tensor,
+    input_ids: torch.Tensor | None,
     attention_mask: torch.Tensor | None = None,
     state: State | None = None,
     chunk_size: int = PREFILL_CHUNK,
+    inputs_embeds: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, State]:
     """Run a (left-padded) prompt through the model in chunks; return the last logits (B, V)
-    and the state after the prompt. `state` continues an earlier prefix (updated in place)."""
+    and the state after the prompt. `state` continues an earlier prefix (updated in place).
+    `inputs_embeds` (B, T, D) replace input_ids (then None)."""
     if chunk_size <= 0:
         raise ValueError(f"prefill chunk size must be positive, got {chunk_size}")
-    if input_ids.ndim != 2 or input_ids.shape[1] == 0:
-        raise ValueError(f"empty prompt: input_ids has shape {tuple(input_ids.shape)}")
+    prompt = input_ids if inputs_embeds is None else inputs_embeds
+    if prompt.ndim < 2 or prompt.shape[1] == 0:
+        raise ValueError(f"empty prompt: input_ids has shape {tuple(prompt.shape)}")
     if (
         attention_mask is not None
-        and tuple(attention_mask.shape) == tuple(input_ids.shape)
+        and tuple(attention_mask.shape) == tuple(prompt.shape[:2])
         and not attention_mask.bool().any(1).all()
     ):
         row = int((~attention_mask.bool().any(1)).nonzero()[0])
         raise ValueError(f"empty prompt: row {row} is all padding")
-    T = input_ids.shape[1]
+    T = prompt.shape[1]
     for s in range(0, T, chunk_size):
         mask = attention_mask[:, s : s + chunk_size] if attention_mask is not None else None
+        chunk = (
+            dict(input_ids=input_ids[:, s : s + chunk_size])
+            if inputs_embeds is None
+            else dict(inputs_embeds=inputs_embeds[:, s : s + chunk_size])
+        )
         if s + chunk_size < T:  # only the last chunk needs logits: skip the LM head
-            state = model.model(
-                input_ids[:, s : s + chunk_size], attention_mask=mask, cache=state, use_cache=True
-            ).cache
+            state = model.model(**chunk, attention_mask=mask, cache=state, use_cache=True).cache
             continue
-        out = model(input_ids[:, s:], attention_mask=mask, cache=state, use_cache=True, logits_to_keep=1)
+        out = model(**chunk, attention_mask=mask, cache=state, use_cache=True, logits_to_keep=1)
     return out.logits[:, -1], out.cache
 
 
@@ -99,7 +106,8 @@ class Row:
     eos_ids: frozenset[int] = frozenset()
     generator: torch.Generator | None = None  # None: torch's global RNG (greedy draws nothing)
     text: TextStream | None = None  # None: tokens only, no text and no stop strings
-    history: list[int] = field(default_factory=list)  # ids seen, read by the repetition penalty
+    history: list[int] = field(default_factory=list)  # ids seen, read by the penalty and rules
+    rules: Rules = Rules()  # logits processors: min new tokens, no-repeat n-grams, bad words
     tag: Any = None
     generated: int = 0
     last: int = -1  # the token to feed next
@@ -112,7 +120,7 @@ class Row:
         row ends here (an EOS id, a stop string, the budget). An EOS token shows no text."""
         self.generated += 1
         self.last = token
-        if self.sampling.repetition_penalty != 1:
+        if self.keeps_history:
             self.history.append(token)
         is_eos = token in self.eos_ids
         text, hit = ("", False) if is_eos or self.text is None else self.text.push(token)
@@ -122,11 +130,17 @@ class Row:
         self.finish_reason = reason
         return TextStep(token, text, logprob, reason)
 
+    @property
+    def keeps_history(self) -> bool:
+        return self.sampling.repetition_penalty != 1 or self.rules.needs_history
+
 
 def sample_rows(logits: torch.Tensor, rows: Sequence[Row]) -> tuple[list[int], list[float]]:
     """A token and its logprob for each row (its logits in logits[i], (B, V)), with its own
     params and generator: one batched `sample` call per distinct SamplingParams, never one
-    per row, and a row's random draw comes from its generator alone."""
+    per row, and a row's random draw comes from its generator alone. Each row's Rules (the
+    logits processors) forbid tokens first."""
+    logits = apply_row_rules(logits, rows)
     groups: dict[SamplingParams, list[int]] = {}
     for i, row in enumerate(rows):
         groups.setdefault(row.sampling, []).append(i)
@@ -138,6 +152,30 @@ def sample_rows(logits: torch.Tensor, rows: Sequence[Row]) -> tuple[list[int], l
     for index in groups.values():
         tokens[index], logprobs[index] = _sample_group(logits[index], [rows[i] for i in index])
     return tokens.tolist(), logprobs.tolist()
+
+
+def apply_row_rules(logits: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor:
+    """Each row's Rules on its logits (B, V); the tensor itself when no row has any."""
+    if not any(row.rules.any for row in rows):
+        return logits
+    out = logits.clone()
+    for i, row in enumerate(rows):
+        if row.rules.any:
+            out[i : i + 1] = apply_rules(
+                logits[i : i + 1], row.rules, [row.history], [row.generated], sorted(row.eos_ids)
+            )
+    return out
+
+
+def score_rows(logits: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor:
+    """The processed scores of a step, (B, V), as transformers' `output_scores` reports them:
+    the rows' rules, penalty, and (sampling) temperature and truncation applied."""
+    logits = apply_row_rules(logits, rows).float()
+    out = torch.empty_like(logits)
+    for i, row in enumerate(rows):
+        prev = _history([row], logits.device) if row.sampling.repetition_penalty != 1 else None
+        out[i : i + 1] = sampling_scores(logits[i : i + 1], row.sampling, prev)
+    return out
 
 
 def _sample_group(logits: torch.Tensor, rows: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,10 +250,12 @@ class Decoder:
     it (a batch adopted in place, perhaps a caller's State) rows never move, and finished
     rows are fed as padding until the rows behind them are done."""
 
-    def __init__(self, model, slots: Slots, pack: bool = True):
+    def __init__(self, model, slots: Slots, pack: bool = True, record: bool = False):
         self.model, self.slots, self.pack = model, slots, pack
         self.rows: list[Row | None] = [None] * slots.capacity
         self.decoded = 0  # rows the last step fed through the model (first tokens excluded)
+        self.record = record  # keep each step's raw logits and processed scores (output_scores)
+        self.recorded: tuple[list[Row], torch.Tensor, torch.Tensor] | None = None
 
     @property
     def live(self) -> list[Row]:
@@ -279,7 +319,10 @@ class Decoder:
         if joining:
             parts.append(torch.stack([r.pending.logits for r in joining]))
         rows = decoding + joining
-        tokens, logprobs = sample_rows(torch.cat(parts) if len(parts) > 1 else parts[0], rows)
+        logits = torch.cat(parts) if len(parts) > 1 else parts[0]
+        if self.record:  # before sampling: the rows' histories are those the step sees
+            self.recorded = (rows, logits, score_rows(logits, rows))
+        tokens, logprobs = sample_rows(logits, rows)
         events = [(row, row.advance(t, lp)) for row, t, lp in zip(rows, tokens, logprobs)]
         for row in joining:
             self._settle(row)
