@@ -351,8 +351,8 @@ BAD_REQUESTS = [
     (COMPLETIONS, {"prompt": []}, "prompt"),
     (COMPLETIONS, {"prompt": "x", "n": 9, "max_tokens": 2}, "n"),
     (COMPLETIONS, {"prompt": "x", "frequency_penalty": 0.5}, "frequency_penalty"),
-    (COMPLETIONS, {"prompt": "x", "echo": True}, "echo"),
-    (COMPLETIONS, {"prompt": "x", "logprobs": 2}, "logprobs"),
+    (COMPLETIONS, {"prompt": "x", "logprobs": 21}, "logprobs"),  # OpenAI's limit of 20
+    (CHAT, {"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}, "top_logprobs"),
     (COMPLETIONS, {"prompt": "x", "stream": "yes"}, "stream"),
     (CHAT, {"messages": []}, "messages"),
     (CHAT, {"messages": [{"role": "user"}]}, "messages.0.content"),
