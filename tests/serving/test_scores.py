@@ -11,8 +11,8 @@ import torch
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
-from test_server import live_server  # noqa: E402
 
+from live import live_server  # noqa: E402
 from rgemma.serving.api import Limits, create_app  # noqa: E402
 from rgemma.text.scoring import score_ids  # noqa: E402
 
