@@ -1,6 +1,7 @@
 """Each CLI command through its function, and once as a real subprocess."""
 
 import io
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -185,3 +186,13 @@ def test_generate_quantized_and_compiled(lm_dir, monkeypatch):
     assert (
         main(["generate", "hi", "--model", str(lm_dir), "--quantize", "int8", "--max-new-tokens", "3"]) == 0
     )
+
+
+def test_perplexity_json_goes_to_stdout(lm_dir, tmp_path, capsys):
+    data = tmp_path / "held.jsonl"
+    data.write_text('{"text": "hello world"}\n{"text": "the quick brown fox"}\n')
+    assert main(["perplexity", "--model", str(lm_dir), "--data", str(data), "--json"]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert result == perplexity(data, model=str(lm_dir), err=io.StringIO())
+    assert "perplexity" not in err

@@ -12,7 +12,7 @@ import rgemma
 ROOT = Path(rgemma.__file__).parent
 RANK = {
     "io": 0, "ops": 0, "kernels": 1, "models": 2, "accel": 3, "text": 3, "pretrained": 4,
-    "bundled": 5, "convert": 5, "serving": 6, "training": 6, "bench": 7, "cli": 8,
+    "bundled": 5, "convert": 5, "serving": 6, "training": 6, "evaluation": 6, "bench": 7, "cli": 8,
 }  # fmt: skip
 
 

@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 import weakref
-from contextlib import contextmanager
 
 import pytest
 
@@ -22,9 +21,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
+from live import live_server  # noqa: E402
 from rgemma.cli.serve import add_serve_arguments, run_serve  # noqa: E402
 from rgemma.serving.api import Limits, create_app, serve  # noqa: E402
 from rgemma.serving.scheduler import BatchEngine, Delta, Done, RequestParams, bench_server_decode  # noqa: E402
@@ -37,26 +36,6 @@ COMPLETIONS = "/v1/completions"
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@contextmanager
-def live_server(app):
-    """Run `app` under uvicorn on a free 127.0.0.1 port in a thread; yield its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -351,8 +330,8 @@ BAD_REQUESTS = [
     (COMPLETIONS, {"prompt": []}, "prompt"),
     (COMPLETIONS, {"prompt": "x", "n": 9, "max_tokens": 2}, "n"),
     (COMPLETIONS, {"prompt": "x", "frequency_penalty": 0.5}, "frequency_penalty"),
-    (COMPLETIONS, {"prompt": "x", "echo": True}, "echo"),
-    (COMPLETIONS, {"prompt": "x", "logprobs": 2}, "logprobs"),
+    (COMPLETIONS, {"prompt": "x", "logprobs": 21}, "logprobs"),  # OpenAI's limit of 20
+    (CHAT, {"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}, "top_logprobs"),
     (COMPLETIONS, {"prompt": "x", "stream": "yes"}, "stream"),
     (CHAT, {"messages": []}, "messages"),
     (CHAT, {"messages": [{"role": "user"}]}, "messages.0.content"),

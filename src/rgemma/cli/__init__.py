@@ -29,6 +29,11 @@ COMMANDS = {
         "rgemma.cli.text:add_perplexity_arguments",
         "rgemma.cli.text:run_perplexity",
     ),
+    "eval": (
+        "evaluate with lm-evaluation-harness tasks, in process (needs rgemma[eval])",
+        "rgemma.cli.eval:add_eval_arguments",
+        "rgemma.cli.eval:run_eval",
+    ),
     "convert": (
         "convert DeepMind (torch, Flax) or HF checkpoints to an HF directory",
         "rgemma.cli.convert:add_convert_arguments",

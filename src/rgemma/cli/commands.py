@@ -6,7 +6,6 @@ statistics to `err` (stderr).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -240,11 +239,9 @@ def perplexity(
     quantize: str | None = None,
 ) -> dict[str, float]:
     """Token-weighted perplexity of `model` over the documents in `data` (each with BOS and
-    EOS, the way the bundled model is trained); the result is also printed to `err` as JSON."""
+    EOS, the way the bundled model is trained), scored by rgemma.text.scoring in batches."""
     lm, tok = loaded or load(model, dtype, None, err, quantize=quantize, adapter=adapter)
     docs = read_documents(data)[:max_docs]
     if not docs:
         raise ValueError(f"no documents in {data}")
-    result = document_perplexity(lm, tok, docs)
-    print(json.dumps(result), file=err)
-    return result
+    return document_perplexity(lm, tok, docs)

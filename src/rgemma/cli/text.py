@@ -4,6 +4,7 @@ commands themselves are rgemma.cli.commands)."""
 from __future__ import annotations
 
 import argparse
+import json
 
 from rgemma.cli.options import generation_config, model_options, sampling_options, speed_options
 
@@ -104,7 +105,10 @@ def run_chat(args) -> int:
 def add_perplexity_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = """examples:
   rgemma perplexity --data heldout.jsonl
-  rgemma perplexity --model path/to/model --data book.txt --max-docs 100"""
+  rgemma perplexity --model path/to/model --data book.txt --max-docs 100
+  rgemma perplexity --data heldout.jsonl --json > result.json
+
+The result goes to stdout (one JSON object with --json); loading progress to stderr."""
     model_options(p)
     p.add_argument(
         "--data",
@@ -112,6 +116,9 @@ def add_perplexity_arguments(p: argparse.ArgumentParser) -> None:
         help="JSONL with a 'text' field, or plain text with documents separated by blank lines",
     )
     p.add_argument("--max-docs", type=int, default=None, help="use only the first N documents")
+    p.add_argument(
+        "--json", action="store_true", help="print the result as JSON: documents, tokens, loss, perplexity"
+    )
 
 
 def run_perplexity(args) -> int:
@@ -125,6 +132,9 @@ def run_perplexity(args) -> int:
         max_docs=args.max_docs,
         quantize=args.quantize,
     )
+    if args.json:
+        print(json.dumps(result))
+        return 0
     print(
         f"perplexity {result['perplexity']:.3f} over {result['tokens']} tokens "
         f"({result['documents']} documents)"

@@ -1,17 +1,22 @@
 """`rgemma serve`: an OpenAI-compatible HTTP server with continuous batching.
 
-Endpoints: `GET /health` (503 until the model is loaded), `GET /v1/models`,
-`POST /v1/completions` and `POST /v1/chat/completions` (server-sent events with
-`"stream": true`), `GET /metrics` (Prometheus text) and FastAPI's `/openapi.json` and `/docs`.
+Endpoints: `GET /health` (503 until the model is loaded), `GET /v1/models` and
+`/v1/models/{id}`, `POST /v1/completions` and `POST /v1/chat/completions` (server-sent events
+with `"stream": true`), vLLM's `POST /tokenize`, `POST /detokenize` and `GET /tokenizer_info`
+(serving/tokenizer_routes.py), `GET /metrics` (Prometheus text) and FastAPI's `/openapi.json`
+and `/docs`.
 This module validates requests, turns the engine's events into OpenAI's JSON, and runs
 uvicorn; the batching loop is serve_engine.py.
 
 Request fields: `model`, `max_tokens` (chat also `max_completion_tokens`), `temperature`,
 `top_p`, `stop`, `seed`, `n`, `stream`, `stream_options.include_usage`, `user`; extensions
-`top_k`, `min_p`, `repetition_penalty` (CTRL's; 1 is off) and `ignore_eos`. Refused with 400
-rather than ignored: non-zero `frequency_penalty`/`presence_penalty`, `logprobs`, `echo`,
-`best_of` > 1, `suffix`, `logit_bias`, tools, and a `response_format` other than text. Other
-unknown fields are ignored, as OpenAI's clients send some.
+`top_k`, `min_p`, `repetition_penalty` (CTRL's; 1 is off) and `ignore_eos`. Scores (see
+serving/scores.py): completions take `logprobs` (0-20) and `echo` (the prompt, scored too;
+`max_tokens: 0` scores the prompt alone), chat takes `logprobs` and `top_logprobs` (0-20).
+A string prompt gets the tokenizer's usual BOS; token ids are used as given. Refused with 400
+rather than ignored: non-zero `frequency_penalty`/`presence_penalty`, `best_of` > 1, `suffix`,
+`logit_bias`, tools, and a `response_format` other than text. Other unknown fields are
+ignored, as OpenAI's clients send some.
 
 Every error is OpenAI's body `{"error": {"message", "type", "param", "code"}}`: 400 for a bad
 request (bad JSON, wrong types, limits, unknown model), 401 for a bad API key, 429 when the
@@ -49,6 +54,7 @@ from rgemma.serving.scheduler import (
     BatchEngine,
     Delta,
     Done,
+    PromptScored,
     QueueFull,
     RequestParams,
     ShuttingDown,
@@ -56,6 +62,9 @@ from rgemma.serving.scheduler import (
 from rgemma.serving.scheduler import (
     Request as Job,
 )
+from rgemma.serving.scores import RequestLogprobs
+from rgemma.serving.tokenizer_routes import TOKENIZER_ROUTES, tokenizer_routes
+from rgemma.text.logprobs import MAX_TOP_LOGPROBS
 from rgemma.text.sampling import SamplingParams
 
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
@@ -105,10 +114,21 @@ TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str] | TokenIds | list[TokenIds] = Field(
-        description="a string, a list of strings, or token ids (a list, or a list of lists)"
+        description="a string (BOS added as the tokenizer does), a list of strings, or token ids "
+        "(a list, or a list of lists; used as given)"
     )
-    echo: bool = Field(False, description="unsupported: must be false")
-    logprobs: int | None = Field(None, description="unsupported: must be null")
+    max_tokens: int | None = Field(
+        None, ge=0, description="new tokens at most; 0 with echo scores the prompt"
+    )
+    echo: bool = Field(
+        False, description="repeat the prompt before the completion (and score it with logprobs)"
+    )
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="each token's logprob and the N likeliest (legacy format)",
+    )
     best_of: int | None = Field(None, description="unsupported: must be null or 1")
     suffix: str | None = Field(None, description="unsupported: must be null")
 
@@ -132,8 +152,10 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="preferred over max_tokens")
-    logprobs: bool | None = Field(None, description="unsupported: must be false")
-    top_logprobs: int | None = Field(None, description="unsupported: must be null or 0")
+    logprobs: bool | None = Field(None, description="each generated token's logprob")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS, description="with logprobs: the N likeliest tokens at each step"
+    )
     tools: list[Any] | None = Field(None, description="unsupported: must be empty")
     tool_choice: str | dict | None = Field(None, description="unsupported: must be null or none")
     response_format: dict | None = Field(None, description='only {"type": "text"}')
@@ -299,7 +321,9 @@ class Service:
             repetition_penalty=1.0 if body.repetition_penalty is None else body.repetition_penalty,
         )
         stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-        return RequestParams(max_tokens, sampling, stop, body.seed, body.n, body.ignore_eos)
+        return RequestParams(
+            max_tokens, sampling, stop, body.seed, body.n, body.ignore_eos, *requested_logprobs(body)
+        )
 
     def completion_prompts(self, body: CompletionRequest) -> list[list[int]]:
         prompt = body.prompt
@@ -357,6 +381,17 @@ class Service:
                 "context_length_exceeded",
             )
 
+    def model_card(self) -> dict:
+        return {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "rgemma"}
+
+    def echo_texts(self, body: CompletionRequest, prompts: list[list[int]]) -> list[str]:
+        """Each prompt's text: as given, or the decoded ids of a token-id prompt."""
+        if isinstance(body.prompt, str):
+            return [body.prompt]
+        if isinstance(body.prompt[0], str):
+            return list(body.prompt)
+        return [self.tokenizer.decode(ids) for ids in prompts]
+
     def submit(self, prompts: list[list[int]], params: RequestParams) -> Job:
         engine = self.ready()
         try:
@@ -369,6 +404,15 @@ class Service:
             raise APIError(503, str(err), "server_error", code="shutdown") from None
 
 
+def requested_logprobs(body: _Sampling) -> tuple[int | None, int | None]:
+    """(alternatives per generated token, per prompt token); None where not asked."""
+    if isinstance(body, CompletionRequest):
+        return body.logprobs, body.logprobs if body.echo else None
+    if isinstance(body, ChatCompletionRequest) and body.logprobs:
+        return body.top_logprobs or 0, None
+    return None, None
+
+
 def _refuse_unsupported(body: _Sampling) -> None:
     """Fields that would change the answer if honoured: refuse rather than ignore them."""
     checks = [
@@ -378,15 +422,13 @@ def _refuse_unsupported(body: _Sampling) -> None:
     ]
     if isinstance(body, CompletionRequest):
         checks += [
-            ("echo", body.echo),
-            ("logprobs", body.logprobs is not None),
             ("best_of", body.best_of not in (None, 1)),
             ("suffix", bool(body.suffix)),
         ]
     if isinstance(body, ChatCompletionRequest):
+        if body.top_logprobs is not None and not body.logprobs:
+            raise _bad("top_logprobs needs logprobs: true", "top_logprobs", "invalid_value")
         checks += [
-            ("logprobs", bool(body.logprobs)),
-            ("top_logprobs", bool(body.top_logprobs)),
             ("tools", bool(body.tools)),
             ("tool_choice", body.tool_choice not in (None, "none")),
             ("response_format", body.response_format not in (None, {"type": "text"})),
@@ -400,8 +442,18 @@ def _refuse_unsupported(body: _Sampling) -> None:
 class _Format:
     """OpenAI's JSON for one request: plain completions, or chat when `chat`."""
 
-    def __init__(self, model: str, chat: bool, choices: int, include_usage: bool = False):
+    def __init__(
+        self,
+        model: str,
+        chat: bool,
+        choices: int,
+        include_usage: bool = False,
+        scores: RequestLogprobs | None = None,
+        echo: list[str] | None = None,
+    ):
         self.chat, self.choices, self.include_usage = chat, choices, include_usage
+        self.scores, self.echo = scores, echo  # echo: each prompt's text, repeated first
+        self.n = choices // len(echo) if echo else 1
         self.head = {
             "id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex,
             "object": "chat.completion" if chat else "text_completion",
@@ -418,8 +470,10 @@ class _Format:
         return out
 
     def opening(self) -> list[dict]:
-        if not self.chat:
-            return []
+        if not self.chat:  # an echo scored later is sent with its scores (`events`)
+            if not self.echo or self.scores is not None:
+                return []
+            return [self.delta(i, self.echo[i // self.n], None) for i in range(self.choices)]
         return [
             self._chunk(
                 [
@@ -434,13 +488,28 @@ class _Format:
             for i in range(self.choices)
         ]
 
-    def delta(self, index: int, text: str | None, finish_reason: str | None) -> dict:
+    def delta(
+        self, index: int, text: str | None, finish_reason: str | None, logprobs: dict | None = None
+    ) -> dict:
         choice: dict[str, Any] = {"index": index}
         if self.chat:
             choice["delta"] = {"content": text} if text is not None else {}
         else:
             choice["text"] = text or ""
-        return self._chunk([dict(choice, logprobs=None, finish_reason=finish_reason)])
+        return self._chunk([dict(choice, logprobs=logprobs, finish_reason=finish_reason)])
+
+    def events(self, event: Delta | PromptScored) -> list[dict]:
+        """The chunks to stream for a scheduler event (and its logprobs kept for `response`)."""
+        if isinstance(event, PromptScored):
+            blocks = self.scores.prompt(event.index, event.ids, event.scores)
+            return [self.delta(i, self.echo[event.index] if self.echo else "", None, b) for i, b in blocks]
+        logprobs = None
+        if event.scores is not None and self.scores is not None:
+            logprobs = self.scores.token(event.index, event.scores)
+        chunks = [self.delta(event.index, event.text, None, logprobs)] if event.text or logprobs else []
+        if event.finish_reason:
+            chunks.append(self.delta(event.index, None, event.finish_reason))
+        return chunks
 
     def usage_chunk(self, done: Done) -> dict:
         return self._chunk([], _usage(done))
@@ -448,8 +517,10 @@ class _Format:
     def response(self, texts: list[str], reasons: list[str], done: Done) -> dict:
         choices = []
         for i, (text, reason) in enumerate(zip(texts, reasons)):
+            text = self.echo[i // self.n] + text if self.echo else text
             body = {"message": {"role": "assistant", "content": text}} if self.chat else {"text": text}
-            choices.append({"index": i, **body, "logprobs": None, "finish_reason": reason})
+            logprobs = self.scores.final(i) if self.scores is not None else None
+            choices.append({"index": i, **body, "logprobs": logprobs, "finish_reason": reason})
         return dict(self.head, choices=choices, usage=_usage(done))
 
 
@@ -475,11 +546,9 @@ async def _stream(job: Job, fmt: _Format):
     for chunk in fmt.opening():
         yield _sse(chunk)
     async for event in job.events():
-        if isinstance(event, Delta):
-            if event.text:
-                yield _sse(fmt.delta(event.index, event.text, None))
-            if event.finish_reason:
-                yield _sse(fmt.delta(event.index, None, event.finish_reason))
+        if isinstance(event, (Delta, PromptScored)):
+            for chunk in fmt.events(event):
+                yield _sse(chunk)
         elif event.error:
             err = _done_error(event)
             yield _sse(error_body(err.message, err.type, None, err.code))
@@ -522,6 +591,9 @@ async def _collect(request: Request, job: Job, fmt: _Format, engine: BatchEngine
                 if event.error:
                     return _error_response(_done_error(event))
                 return JSONResponse(fmt.response(texts, reasons, event))
+            fmt.events(event)  # keeps the logprobs
+            if isinstance(event, PromptScored):
+                continue
             texts[event.index] += event.text
             reasons[event.index] = event.finish_reason or reasons[event.index]
     finally:
@@ -540,7 +612,12 @@ async def _respond(
     params = service.params(body, max_tokens, default_max, len(prompts))
     job = service.submit(prompts, params)
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
-    fmt = _Format(service.model_name, chat, job.rows, include_usage)
+    echo = service.echo_texts(body, prompts) if getattr(body, "echo", False) else None
+    scores = None
+    if params.logprobs is not None:
+        texts = echo or (None if chat else service.echo_texts(body, prompts))
+        scores = RequestLogprobs(service.tokenizer, chat, prompts, params.n, texts)
+    fmt = _Format(service.model_name, chat, job.rows, include_usage, scores, echo)
     if body.stream:
         return _EventStream(job, fmt, service.engine)
     return await _collect(request, job, fmt, service.engine)
@@ -610,7 +687,15 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-ROUTES = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/openapi.json")
+ROUTES = (
+    "/health",
+    "/metrics",
+    "/v1/models",
+    "/v1/completions",
+    "/v1/chat/completions",
+    "/openapi.json",
+    *TOKENIZER_ROUTES,
+)
 
 
 class _Observe:
@@ -735,17 +820,15 @@ def _routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/v1/models", **guarded)
     def models() -> dict:
-        return {
-            "object": "list",
-            "data": [
-                {
-                    "id": service.model_name,
-                    "object": "model",
-                    "created": service.created,
-                    "owned_by": "rgemma",
-                }
-            ],
-        }
+        return {"object": "list", "data": [service.model_card()]}
+
+    @app.get("/v1/models/{model_id:path}", **guarded)
+    def model(model_id: str) -> dict:
+        if model_id != service.model_name:
+            raise APIError(404, f"model {model_id!r} is not served here", code="model_not_found")
+        return service.model_card()
+
+    tokenizer_routes(app, service, guarded)
 
     @app.post("/v1/completions", **guarded)
     async def completions(body: CompletionRequest, request: Request) -> Response:

@@ -23,7 +23,9 @@ it. Each row samples with its own `torch.Generator`, so a seed reproduces a choi
 batch is made up.
 
 Request handlers live on an asyncio loop. They call `submit` and `cancel` (thread-safe) and
-read `Delta`s and a closing `Done` from the request's asyncio.Queue, which the engine thread
+read `Delta`s (with `PromptScored` first when the prompt is scored: the same chunked prefill,
+with the LM head over each chunk, text/scoring.py) and a closing `Done` from the request's
+asyncio.Queue, which the engine thread
 fills through `loop.call_soon_threadsafe`.
 """
 
@@ -43,8 +45,10 @@ import torch
 from rgemma.models.state import State
 from rgemma.serving.limits import Limits
 from rgemma.text.core import Decoder, Row, Slots, prefill, row_generator
+from rgemma.text.logprobs import TokenLogprobs
 from rgemma.text.output import TextStep, TextStream
 from rgemma.text.sampling import SamplingParams
+from rgemma.text.scoring import ChunkScorer
 from rgemma.text.tokenizer import Tokenizer
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -61,10 +65,12 @@ class RequestParams:
     seed: int | None = None  # choice j samples with seed + j
     n: int = 1
     ignore_eos: bool = False
+    logprobs: int | None = None  # N: every generated token's scores, with N alternatives
+    prompt_logprobs: int | None = None  # N: score the prompt's tokens too (a `PromptScored` event)
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {self.max_tokens}")
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
 
@@ -76,6 +82,17 @@ class Delta:
     index: int
     text: str
     finish_reason: str | None = None
+    scores: TokenLogprobs | None = None  # the token's, when the request asked for logprobs
+
+
+@dataclass
+class PromptScored:
+    """The scores of prompt `index`'s tokens (RequestParams.prompt_logprobs), before any Delta
+    of its choices; the first token has none. With max_tokens 0 no token follows."""
+
+    index: int
+    ids: list[int]
+    scores: list[TokenLogprobs | None]
 
 
 @dataclass
@@ -127,6 +144,7 @@ class _Prompt:
     ids: list[int]
     fed: int = 0
     state: State | None = None
+    scorer: ChunkScorer | None = None  # when the prompt's tokens are scored
 
 
 @dataclass
@@ -306,18 +324,35 @@ class BatchEngine:
             if size > budget:
                 return
             ids = torch.tensor([p.ids[p.fed : p.fed + size]], device=self.model.device)
-            logits, p.state = prefill(self.model, ids, None, p.state, size)
+            logits, p.state = self._feed(p, ids)
             p.fed += size
             budget -= size
             if p.fed == len(p.ids):
                 self._prefilling.pop(0)
                 self._join(p, logits)
 
+    def _feed(self, p: _Prompt, ids: torch.Tensor) -> tuple[torch.Tensor, State]:
+        """Prefill one chunk; score its tokens too when the request asks (text/scoring.py)."""
+        top_n = p.request.params.prompt_logprobs
+        if top_n is None:
+            return prefill(self.model, ids, None, p.state, ids.shape[1])
+        if p.scorer is None:
+            p.scorer = ChunkScorer(self.model, 1, top_n)
+        return p.scorer.feed(ids), p.scorer.state
+
     def _join(self, p: _Prompt, logits: torch.Tensor) -> None:
         """The prompt's `n` choices join the decoder; its state is copied into a slot for
-        each choice that goes on after its first token (sampled at the next core step)."""
+        each choice that goes on after its first token (sampled at the next core step).
+        With max_tokens 0 the choices end here, with the prompt's scores alone."""
         request, n = p.request, p.request.params.n
         self.stats.prompt_tokens += len(p.ids)
+        if p.scorer is not None:
+            self._send(request, PromptScored(p.index, p.ids, p.scorer.scores[0]))
+        if request.params.max_tokens == 0:
+            for j in range(n):
+                self._send(request, Delta(p.index * n + j, "", "length"))
+                self._close(request, 0)
+            return
         for j in range(n):
             self.decoder.join(self._new_row(request, p.index * n + j, p.ids, j), logits[0], p.state)
 
@@ -335,6 +370,7 @@ class BatchEngine:
             TextStream(self.tokenizer, params.stop, prompt),
             history=list(prompt) if sampling.repetition_penalty != 1 else [],
             tag=(request, index),
+            top_logprobs=params.logprobs,
         )
 
     def _decode(self) -> None:
@@ -359,15 +395,15 @@ class BatchEngine:
 
     def _deliver(self, row: Row, step: TextStep) -> None:
         request, index = row.tag
-        if step.text or step.finish_reason:
-            self._send(request, Delta(index, step.text, step.finish_reason))
+        if step.text or step.finish_reason or step.scores:
+            self._send(request, Delta(index, step.text, step.finish_reason, step.scores))
         if step.finish_reason is not None:
-            self._close_row(row)
+            self._close(request, row.generated)
 
-    def _close_row(self, row: Row) -> None:
-        request = row.tag[0]
+    def _close(self, request: Request, generated: int) -> None:
+        """One row of `request` has ended, after `generated` tokens."""
         request.open_rows -= 1
-        request.completion_tokens += row.generated
+        request.completion_tokens += generated
         if request.open_rows == 0:
             request.finished = True
             self._send(request, Done(request.prompt_tokens, request.completion_tokens))

@@ -16,11 +16,13 @@ padding, which leaves their state untouched.
 Sampling runs once per step for the whole batch: rows with equal SamplingParams share one
 `sample` call, each drawing its random number from its own generator, so a seed reproduces a
 row's tokens however the batch is made up. Finish reasons: "stop" (an EOS id or a stop
-string) and "length" (the token budget).
+string) and "length" (the token budget). A row with `top_logprobs` set also gets, per token,
+the model's own logprobs with the top alternatives (`TextStep.scores`, text/logprobs.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,7 @@ from typing import Any
 import torch
 
 from rgemma.models.state import State
+from rgemma.text.logprobs import token_logprobs
 from rgemma.text.output import TextStep, TextStream
 from rgemma.text.processors import Rules, apply_rules, sampling_scores
 from rgemma.text.sampling import PAD_ID, SamplingParams, sample
@@ -114,6 +117,7 @@ class Row:
     finish_reason: str | None = None
     slot: int = -1
     pending: _Pending | None = None
+    top_logprobs: int | None = None  # None: no scores; n: each TextStep's `scores`, n alternatives
 
     def advance(self, token: int, logprob: float) -> TextStep:
         """Take a sampled token: its printable text (stop strings held back) and whether the
@@ -324,6 +328,7 @@ class Decoder:
             self.recorded = (rows, logits, score_rows(logits, rows))
         tokens, logprobs = sample_rows(logits, rows)
         events = [(row, row.advance(t, lp)) for row, t, lp in zip(rows, tokens, logprobs)]
+        _attach_scores(logits, events)
         for row in joining:
             self._settle(row)
         for row, event in events:
@@ -350,3 +355,18 @@ class Decoder:
         pending, row.pending = row.pending, None
         if row.finish_reason is None and pending.source is not None:
             self.slots.load(row.slot, pending.source, pending.index)
+
+
+def _attach_scores(logits: torch.Tensor, events: list[tuple[Row, TextStep]]) -> None:
+    """Fill `TextStep.scores` for the rows that asked (Row.top_logprobs), from the logits they
+    sampled from (rgemma.text.logprobs: the model's distribution, before the sampler). Rows
+    that did not ask cost nothing."""
+    wanted = [i for i, (row, _) in enumerate(events) if row.top_logprobs is not None]
+    if not wanted:
+        return
+    top_n = max(events[i][0].top_logprobs for i in wanted)
+    index = torch.tensor(wanted, device=logits.device)
+    chosen = torch.tensor([events[i][1].token_id for i in wanted], device=logits.device)
+    for i, scores in zip(wanted, token_logprobs(logits[index], chosen, top_n)):
+        row, step = events[i]
+        step.scores = dataclasses.replace(scores, top=scores.top[: row.top_logprobs])

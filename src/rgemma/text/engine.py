@@ -15,6 +15,7 @@ import torch
 
 from rgemma.models.state import State
 from rgemma.text.core import PREFILL_CHUNK, Decoder, Row, Slots, prefill, row_generator
+from rgemma.text.logprobs import TokenLogprobs, check_top_n
 from rgemma.text.output import TextStep, TextStream
 from rgemma.text.sampling import SamplingParams
 from rgemma.text.tokenizer import Tokenizer
@@ -30,10 +31,13 @@ class GenerationConfig:
     eos_ids: Sequence[int] | None = None  # None: the tokenizer's stop ids (EOS, <end_of_turn>)
     seed: int | None = None
     prefill_chunk: int = PREFILL_CHUNK
+    top_logprobs: int | None = None  # n: every TextStep gets `scores` with n alternatives
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a non-negative integer, got {self.max_new_tokens!r}")
+        if self.top_logprobs is not None:
+            check_top_n(self.top_logprobs)
 
 
 def stream(
@@ -61,6 +65,7 @@ class Completion:
     logprobs: list[float]
     finish_reason: str
     prompt_tokens: int
+    scores: list[TokenLogprobs] = field(default_factory=list)  # with config.top_logprobs
 
 
 def complete(
@@ -76,6 +81,8 @@ def complete(
             c.text += step.text
             c.token_ids.append(step.token_id)
             c.logprobs.append(step.logprob)
+            if step.scores is not None:
+                c.scores.append(step.scores)
             c.finish_reason = step.finish_reason or c.finish_reason
     return done
 
@@ -121,6 +128,7 @@ def _rows(tokenizer: Tokenizer, prompts, primes, config: GenerationConfig, devic
             TextStream(tokenizer, config.stop, prime),
             history=list(prompt),
             tag=i,
+            top_logprobs=config.top_logprobs,
         )
         for i, (prompt, prime) in enumerate(zip(prompts, primes))
     ]

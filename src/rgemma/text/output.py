@@ -7,18 +7,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rgemma.text.logprobs import TokenLogprobs
 from rgemma.text.tokenizer import Tokenizer
 
 
 @dataclass
 class TextStep:
-    """One generated token: its id, the text it makes printable, its logprob, and why the
-    sequence ended (None while it goes on; "stop" for EOS or a stop string, else "length")."""
+    """One generated token: its id, the text it makes printable, its logprob under the
+    sampler's distribution (penalised, temperature-scaled), and why the sequence ended (None
+    while it goes on; "stop" for EOS or a stop string, else "length"). `scores`, when the row
+    asked for them, are the model's own logprobs with the top alternatives (text/logprobs.py)."""
 
     token_id: int
     text: str
     logprob: float
     finish_reason: str | None = None
+    scores: TokenLogprobs | None = None
 
 
 class TextStream:
