@@ -1,4 +1,5 @@
-"""`rgemma train`: packing, exactness, schedule, resume (also after SIGKILL), LoRA, torchrun.
+"""`rgemma train`: packing, exactness, schedule, resume (also after SIGKILL), LoRA, torchrun;
+refusals (no target tokens, a damaged or hostile trainer state) and leftovers of killed saves.
 
 Every run is a tiny model on a small synthetic story corpus with its own small tokenizer, so the
 whole file takes well under a minute on two CPU cores (the torchrun test is the slow one).
@@ -60,7 +61,7 @@ def work(tmp_path_factory) -> Path:
     return root
 
 
-def scratch(work: Path, out: Path, **kw) -> dict:
+def scratch(work: Path, out: Path, data: Path | None = None, **kw) -> dict:
     args = dict(
         steps=6,
         batch_size=4,
@@ -71,7 +72,7 @@ def scratch(work: Path, out: Path, **kw) -> dict:
         init_config=work / "config.json",
         tokenizer=work / "tok",
     )
-    return train(None, [work / "train.jsonl"], out, **{**args, **kw})
+    return train(None, [data or work / "train.jsonl"], out, **{**args, **kw})
 
 
 def metrics(path: Path) -> list[dict]:
@@ -424,3 +425,31 @@ def test_every_train_option_is_a_flag_with_the_config_default():
     assert len(options) == 24
     for f in options:
         assert getattr(args, f.name) == f.default, f.name
+
+
+# --------------------------------------------------------------------------- refusals
+def chat_only_user(path: Path) -> Path:
+    turns = [{"role": "user", "content": "Hi there"}]
+    path.write_text("".join(json.dumps({"messages": turns}) + "\n" for _ in range(3)))
+    return path
+
+
+# --------------------------------------------------------------------------- no targets
+def test_data_without_target_tokens_is_refused(work, tmp_path):
+    chats = chat_only_user(tmp_path / "users.jsonl")
+    with pytest.raises(ValueError, match=r"no target tokens in .*users\.jsonl: no assistant turns"):
+        scratch(work, tmp_path / "a", data=chats)
+    assert not (tmp_path / "a").exists()  # no checkpoint of nothing
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(ValueError, match=r"empty\.txt: no documents"):
+        scratch(work, tmp_path / "b", data=tmp_path / "empty.txt")
+    with pytest.raises(ValueError, match=r"no held-out target tokens in .*users\.jsonl"):
+        scratch(work, tmp_path / "c", eval_data=[chats])
+
+
+def test_no_target_reason_names_the_degenerate_input():
+    from rgemma.training.data import no_target_reason
+
+    assert "no documents" in no_target_reason([])
+    assert "shorter than 2 tokens" in no_target_reason([([2], [2]), ([5], [5])])
+    assert "no assistant turns" in no_target_reason([([2, 5, 6], [IGNORE] * 3)])

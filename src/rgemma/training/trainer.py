@@ -50,6 +50,7 @@ from rgemma.training.data import (
     Packed,
     global_rows,
     load_examples,
+    no_target_reason,
     pack,
     split_heldout,
 )
@@ -70,6 +71,7 @@ STATE_FILE = "trainer_state.pt"
 ADAPTER_FILE = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."  # peft's key prefix, so transformers + peft load the adapter
 DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "scratch": 1e-3}
+MAX_SEED = 2**64 - 1  # what torch.manual_seed takes
 MAX_WARMUP = 100  # steps; the default warmup is a tenth of the run, at most this
 
 
@@ -138,6 +140,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "seq_len", "grad_accum", "lora_rank"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be in [0, 2**64 - 1], got {self.seed}")
         for name in ("eval_every", "save_every", "weight_decay", "clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -323,6 +327,13 @@ def loss_sum(model: nn.Module, batch: Packed, device: torch.device) -> torch.Ten
     )
 
 
+def _trainable(rows: Packed, examples: list, files: list[str], what: str = "") -> Packed:
+    """`rows`, unless they hold no target token: a run on them would train on nothing."""
+    if rows.n_targets() == 0:
+        raise ValueError(f"no {what}target tokens in {', '.join(files)}: {no_target_reason(examples)}")
+    return rows
+
+
 # --------------------------------------------------------------------------- the run
 class Trainer:
     """One run: the model, optimizer, data and bookkeeping of `train`."""
@@ -372,9 +383,9 @@ class Trainer:
         held = load_examples(cfg.eval_data, self.tokenizer) if cfg.eval_data else []
         if not cfg.eval_data and cfg.eval_fraction:
             examples, held = split_heldout(examples, cfg.eval_fraction, cfg.seed)
-        rows = pack(examples, cfg.seq_len, pad)
-        if len(rows) == 0:
-            raise ValueError(f"no documents in {', '.join(cfg.data_files)}")
+        rows = _trainable(pack(examples, cfg.seq_len, pad), examples, cfg.data_files)
+        if held:
+            _trainable(pack(held, cfg.seq_len, pad), held, cfg.eval_data or cfg.data_files, "held-out ")
         if cfg.eval_every and not held:
             self.log("no held-out data, so no evaluation: give --eval-data or --eval-fraction")
         self.log(
