@@ -28,7 +28,7 @@ from rgemma.bundled.tokenizer_train import train_tokenizer
 from rgemma.cli.train import add_train_arguments
 from rgemma.text.tokenizer import Tokenizer
 from rgemma.training.data import IGNORE, pack, tokenize_chat, tokenize_text
-from rgemma.training.trainer import TrainConfig, lr_factor, merged_weights, param_groups, train
+from rgemma.training.trainer import STATE_FILE, TrainConfig, lr_factor, merged_weights, param_groups, train
 
 VOCAB = 512
 MODEL = dict(
@@ -453,3 +453,42 @@ def test_no_target_reason_names_the_degenerate_input():
     assert "no documents" in no_target_reason([])
     assert "shorter than 2 tokens" in no_target_reason([([2], [2]), ([5], [5])])
     assert "no assistant turns" in no_target_reason([([2, 5, 6], [IGNORE] * 3)])
+
+
+# --------------------------------------------------------------------------- resume
+class Evil:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_damaged_or_hostile_trainer_state_is_refused_in_one_line(work, tmp_path):
+    from rgemma.training.trainer import read_trainer_state
+
+    good = scratch(work, tmp_path / "run", steps=1)["checkpoint"]
+    state = Path(good) / STATE_FILE
+    assert read_trainer_state(state)["step"] == 1
+    data = state.read_bytes()
+    cases = {
+        "truncated": data[: len(data) // 2],
+        "empty": b"",
+        "random": os.urandom(512),
+    }
+    for name, content in cases.items():
+        bad = tmp_path / f"{name}.pt"
+        bad.write_bytes(content)
+        with pytest.raises(ValueError, match="cannot read") as err:
+            read_trainer_state(bad)
+        assert "\n" not in str(err.value) and "weights_only" not in str(err.value), name
+    torch.save({"step": 1, "data": Evil(tmp_path / "PWNED")}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="refusing .*posix.system") as err:
+        read_trainer_state(tmp_path / "evil.pt")
+    assert "weights_only" not in str(err.value) and not (tmp_path / "PWNED").exists()
+    torch.save({"step": 1, "data": {"rows_seen": 4}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a trainer state .*optimizer.*data.n_rows"):
+        read_trainer_state(tmp_path / "other.pt")
+    state.write_bytes(data[:100])  # through train(resume=...) as well
+    with pytest.raises(ValueError, match="damaged or truncated"):
+        scratch(work, tmp_path / "resumed", steps=2, resume=good)

@@ -28,6 +28,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import re
 import sys
 import time
 import warnings
@@ -68,6 +70,8 @@ LORA_TARGETS = (
     "down_proj",
 )
 STATE_FILE = "trainer_state.pt"
+STATE_KEYS = ("step", "optimizer", "scheduler", "rng", "data")
+DATA_KEYS = ("rows_seen", "n_rows", "seq_len", "seed", "lora")
 ADAPTER_FILE = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."  # peft's key prefix, so transformers + peft load the adapter
 DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "scratch": 1e-3}
@@ -347,7 +351,7 @@ class Trainer:
                 f"processes ({self.dist.world})"
             )
         self.ckpt = find_checkpoint(cfg.resume) if cfg.resume else None
-        self.saved = torch.load(self.ckpt / STATE_FILE, weights_only=True) if self.ckpt else None
+        self.saved = read_trainer_state(self.ckpt / STATE_FILE) if self.ckpt else None
         torch.manual_seed(cfg.seed)
         self.tokenizer_dir = Path(cfg.tokenizer or self.ckpt or self._base_dir())
         self.tokenizer = Tokenizer.from_dir(self.tokenizer_dir)
@@ -636,6 +640,41 @@ def clip_gradients(model: nn.Module, max_norm: float) -> float:
 
 
 # --------------------------------------------------------------------------- files
+def read_trainer_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's trainer_state.pt, read with weights_only=True (tensors and plain values:
+    a pickle that would import anything else is refused, never run); a damaged file is a
+    ValueError of one line."""
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols it reads fine
+            warnings.simplefilter("ignore")
+            state = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        name = re.search(r"GLOBAL (\S+)", str(err))
+        if name:
+            raise ValueError(
+                f"refusing {path}: it would import {name.group(1)}, which a trainer state never "
+                "holds (it could run code); it was not written by rgemma train"
+            ) from None
+        raise ValueError(f"cannot read {path}: damaged, or not a trainer state") from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except (RuntimeError, EOFError, OSError) as err:  # truncated, or not a torch file at all
+        reason = str(err).split(". ")[0].strip() or "it is empty"
+        raise ValueError(f"cannot read {path}: damaged or truncated ({reason})") from None
+    _check_trainer_state(state, path)
+    return state
+
+
+def _check_trainer_state(state: Any, path: Path) -> None:
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a trainer state of rgemma train (not a dict)")
+    data = state.get("data")
+    missing = [k for k in STATE_KEYS if k not in state]
+    missing += [f"data.{k}" for k in DATA_KEYS if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ValueError(f"{path} is not a trainer state of rgemma train (no {', '.join(missing)})")
+
+
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory, or the newest `checkpoint-STEP` inside a run directory."""
     path = Path(path)
