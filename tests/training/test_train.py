@@ -492,3 +492,79 @@ def test_damaged_or_hostile_trainer_state_is_refused_in_one_line(work, tmp_path)
     state.write_bytes(data[:100])  # through train(resume=...) as well
     with pytest.raises(ValueError, match="damaged or truncated"):
         scratch(work, tmp_path / "resumed", steps=2, resume=good)
+
+
+# --------------------------------------------------------------------------- leftovers
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_new_run_removes_temp_checkpoints_of_killed_runs(work, tmp_path):
+    from rgemma.training.trainer import remove_stale_saves
+
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / f".checkpoint-999.tmp-{dead_pid()}-abc"
+    (stale / "sub").mkdir(parents=True)
+    live = out / f".checkpoint-998.tmp-{os.getpid()}-abc"  # a writer still at work: kept
+    live.mkdir()
+    scratch(work, out, steps=1)
+    assert not stale.exists() and live.exists()
+    live.rmdir()
+    remove_stale_saves(out)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-1"]
+
+
+def temps(out: Path) -> list[Path]:
+    return [p for p in out.glob(".*") if ".tmp-" in p.name]
+
+
+def mid_save(out: Path) -> bool:
+    """A save under way, after one that completed (so there is a checkpoint to resume)."""
+    return out.exists() and bool(temps(out)) and any(out.glob("checkpoint-*"))
+
+
+def test_sigkill_mid_save_then_rerun_leaves_no_temp(work, tmp_path):
+    """Kill `rgemma train` at the first sight of a temp checkpoint, run it again: no temp
+    directory is left, and the resumed run still finishes."""
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "rgemma",
+        "train",
+        "--init-config",
+        str(work / "config.json"),
+        "--tokenizer",
+        str(work / "tok"),
+        "--data",
+        str(work / "train.jsonl"),
+        "--out",
+        str(out),
+        "--steps",
+        "8",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "32",
+        "--save-every",
+        "1",
+        "--no-progress",
+    ]
+    for _ in range(3):  # the kill may land just after a rename; then try again
+        proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline and not mid_save(out):
+            time.sleep(0.001)
+        assert proc.poll() is None, "the run ended before a save could be caught"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if temps(out):
+            break
+    assert temps(out), "no temp checkpoint caught mid-save"
+    done = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    again = subprocess.run(cmd + ["--resume", str(out)], env=env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["start_step"] == done and temps(out) == []

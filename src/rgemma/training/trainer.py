@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rgemma.io.atomic import atomic_directory
+from rgemma.io.atomic import atomic_directory, remove_stale
 from rgemma.io.checkpoint_files import copy_tokenizer, resolve_model_dir
 from rgemma.models.config import PRESETS, RecurrentGemmaConfig
 from rgemma.pretrained.checkpoint import write_checkpoint
@@ -350,6 +350,8 @@ class Trainer:
                 f"batch_size {cfg.batch_size} must be a multiple of the number of "
                 f"processes ({self.dist.world})"
             )
+        if self.dist.main:
+            remove_stale_saves(Path(cfg.out_dir))
         self.ckpt = find_checkpoint(cfg.resume) if cfg.resume else None
         self.saved = read_trainer_state(self.ckpt / STATE_FILE) if self.ckpt else None
         torch.manual_seed(cfg.seed)
@@ -673,6 +675,13 @@ def _check_trainer_state(state: Any, path: Path) -> None:
     missing += [f"data.{k}" for k in DATA_KEYS if not isinstance(data, dict) or k not in data]
     if missing:
         raise ValueError(f"{path} is not a trainer state of rgemma train (no {', '.join(missing)})")
+
+
+def remove_stale_saves(out_dir: Path) -> None:
+    """Remove the temp checkpoints (`.checkpoint-N.tmp-PID-...`) of runs killed mid-save, for
+    any N: the atomic writer clears a name's leftovers only when that name is written again."""
+    for tmp in out_dir.glob(".checkpoint-*.tmp-*"):
+        remove_stale(out_dir / tmp.name[1:].split(".tmp-")[0])
 
 
 def find_checkpoint(path: str | Path) -> Path:
