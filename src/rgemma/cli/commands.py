@@ -46,18 +46,27 @@ class Stats:
         )
 
 
-def read_prompt(prompt: str | None, file: str | None, stdin: TextIO = sys.stdin) -> str | None:
-    """The prompt from the argument, a file (-f), or stdin ('-')."""
+def read_prompt(prompt: str | None, file: str | None, stdin: TextIO | None = None) -> str | None:
+    """The prompt from the argument, a file (-f), or stdin ('-'); files and stdin must be UTF-8."""
     if prompt is not None and file is not None:
         raise ValueError("give the prompt as an argument or with -f FILE, not both")
     if file is not None:
         path = Path(file)
         if not path.is_file():
             raise FileNotFoundError(f"prompt file not found: {path}")
-        return path.read_text(encoding="utf-8")
+        return _utf8(path.read_bytes(), str(path))
     if prompt == "-":
-        return stdin.read()
+        stdin = stdin or sys.stdin
+        buffer = getattr(stdin, "buffer", None)  # bytes, whatever the locale's error handler
+        return stdin.read() if buffer is None else _utf8(buffer.read(), "stdin")
     return prompt
+
+
+def _utf8(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{where} is not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
 def generate(
@@ -72,8 +81,8 @@ def generate(
     save_state_path: str | None = None,
     load_state_path: str | None = None,
     echo: bool = False,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
     loaded=None,
     compile: bool = False,
     quantize: str | None = None,
@@ -82,7 +91,9 @@ def generate(
 
     With `load_state_path` the prompt continues a saved state (and may be empty); with
     `save_state_path` the state after the prompt is saved before generating. `echo` writes
-    the prompt first, so the output reads as one text."""
+    the prompt first, so the output reads as one text. `out`/`err` default to sys.stdout/stderr
+    as they are at the call."""
+    out, err = out or sys.stdout, err or sys.stderr
     config = config or GenerationConfig()
     lm, tok = loaded or load(model, dtype, device, err, compile=compile, quantize=quantize)
     state, logits, seen = None, None, []
@@ -147,15 +158,16 @@ def chat(
     system: str | None = None,
     dtype: str | None = None,
     device: str | None = None,
-    stdin: TextIO = sys.stdin,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    stdin: TextIO | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
     loaded=None,
     compile: bool = False,
     quantize: str | None = None,
 ) -> ChatSession:
     """An interactive multi-turn chat that keeps the state between turns. One message per
     line; when stdin is not a terminal it reads lines until end of input, never waiting."""
+    stdin, out, err = stdin or sys.stdin, out or sys.stdout, err or sys.stderr
     config = config or GenerationConfig()
     lm, tok = loaded or load(model, dtype, device, err, compile=compile, quantize=quantize)
     session = ChatSession(lm, tok, config, system)
@@ -226,18 +238,23 @@ def perplexity(
     *,
     model: str | None = None,
     dtype: str | None = None,
+    device: str | None = None,
     max_docs: int | None = None,
-    err: TextIO = sys.stderr,
+    err: TextIO | None = None,
     loaded=None,
     progress: Callable | None = None,
     quantize: str | None = None,
 ) -> dict[str, float]:
     """Token-weighted perplexity of `model` over the documents in `data` (each with BOS and
     EOS, the way the bundled model is trained); the result is also printed to `err` as JSON."""
-    lm, tok = loaded or load(model, dtype, None, err, quantize=quantize)
-    docs = read_documents(data)[:max_docs]
+    err = err or sys.stderr
+    try:
+        docs = read_documents(data)[:max_docs]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{data}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not docs:
         raise ValueError(f"no documents in {data}")
+    lm, tok = loaded or load(model, dtype, device, err, quantize=quantize)
     result = document_perplexity(lm, tok, docs)
     print(json.dumps(result), file=err)
     return result

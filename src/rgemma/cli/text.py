@@ -4,6 +4,7 @@ commands themselves are rgemma.cli.commands)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rgemma.cli.options import generation_config, model_options, sampling_options, speed_options
 
@@ -51,10 +52,12 @@ def run_generate(args) -> int:
         raise ValueError("empty prompt")
     if prompt is None and not args.load_state:
         raise ValueError("no prompt: give PROMPT, -f FILE, or - for stdin")
+    config = generation_config(args)
+    _check_state_paths(args.load_state, args.save_state)
     generate(
         prompt,
         model=args.model,
-        config=generation_config(args),
+        config=config,
         chat=args.chat,
         system=args.system,
         dtype=args.dtype,
@@ -66,6 +69,16 @@ def run_generate(args) -> int:
         quantize=args.quantize,
     )
     return 0
+
+
+def _check_state_paths(load_path: str | None, save_path: str | None) -> None:
+    """What can be told about the state files before the weights load."""
+    if load_path and Path(load_path).is_dir():
+        raise IsADirectoryError(f"--load-state {load_path} is a directory, not a saved state")
+    if load_path and not Path(load_path).is_file():
+        raise FileNotFoundError(f"state file not found: {load_path}")
+    if save_path and Path(save_path).is_dir():
+        raise IsADirectoryError(f"--save-state {save_path} is a directory; give a file name")
 
 
 # --------------------------------------------------------------------------- chat
@@ -116,7 +129,12 @@ def run_perplexity(args) -> int:
     from rgemma.cli.commands import perplexity
 
     result = perplexity(
-        args.data, model=args.model, dtype=args.dtype, max_docs=args.max_docs, quantize=args.quantize
+        args.data,
+        model=args.model,
+        dtype=args.dtype,
+        device=args.device,
+        max_docs=args.max_docs,
+        quantize=args.quantize,
     )
     print(
         f"perplexity {result['perplexity']:.3f} over {result['tokens']} tokens "
