@@ -17,6 +17,7 @@ from typing import TextIO
 import torch
 
 from rgemma.accel.memory import peak_memory_mb
+from rgemma.cli.options import one_line
 from rgemma.io.documents import read_documents
 from rgemma.pretrained.loading import load
 from rgemma.pretrained.snapshot import load_state, save_state
@@ -166,7 +167,8 @@ def chat(
     quantize: str | None = None,
 ) -> ChatSession:
     """An interactive multi-turn chat that keeps the state between turns. One message per
-    line; when stdin is not a terminal it reads lines until end of input, never waiting."""
+    line; when stdin is not a terminal it reads lines until end of input, never waiting.
+    A failed /command or a line that is not text prints `error: ...` and the chat goes on."""
     stdin, out, err = stdin or sys.stdin, out or sys.stdout, err or sys.stderr
     config = config or GenerationConfig()
     lm, tok = loaded or load(model, dtype, device, err, compile=compile, quantize=quantize)
@@ -174,19 +176,15 @@ def chat(
     interactive = stdin.isatty()
     if interactive:
         print(HELP, file=err)
-    while True:
-        if interactive:
-            err.write("> ")
-            err.flush()
-        line = stdin.readline()
-        if not line:
-            break
-        line = line.rstrip("\n")
-        if not line.strip():
-            continue
-        if line.startswith("/"):
-            if _chat_command(session, line, err):
-                break
+    while (line := _next_line(stdin, err, interactive)) is not None:
+        try:
+            if line.startswith("/"):
+                if _chat_command(session, line, err):
+                    break
+                continue
+            _check_utf8(line)
+        except Exception as e:  # a failed command or a bad line: the conversation goes on
+            print(f"error: {one_line(e)}", file=err)
             continue
         stats = Stats()
         _emit(session.send(line), out, stats)
@@ -194,8 +192,29 @@ def chat(
     return session
 
 
+def _next_line(stdin: TextIO, err: TextIO, interactive: bool) -> str | None:
+    """The next non-blank line of input (None at its end)."""
+    while True:
+        if interactive:
+            err.write("> ")
+            err.flush()
+        line = stdin.readline()
+        if not line:
+            return None
+        if line.strip():
+            return line.rstrip("\n")
+
+
+def _check_utf8(line: str) -> None:
+    """A line read with the locale's surrogateescape handler may hold bytes that are not text."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("that line is not UTF-8 text; nothing was sent") from None
+
+
 def _chat_command(session: ChatSession, line: str, err: TextIO) -> bool:
-    """Run a /command; True means exit."""
+    """Run a /command; True means exit. A failure raises and changes nothing."""
     cmd, _, arg = line.partition(" ")
     arg = arg.strip()
     if cmd in ("/exit", "/quit"):
@@ -209,11 +228,8 @@ def _chat_command(session: ChatSession, line: str, err: TextIO) -> bool:
         _save_chat(session, arg)
         print(f"(saved {len(session.fed)} tokens to {arg})", file=err)
     elif cmd == "/load":
-        try:
-            _load_chat(session, arg)
-            print(f"(loaded {len(session.fed)} tokens, {len(session.messages)} messages)", file=err)
-        except (ValueError, FileNotFoundError) as e:
-            print(f"error: {e}", file=err)
+        _load_chat(session, arg)
+        print(f"(loaded {len(session.fed)} tokens, {len(session.messages)} messages)", file=err)
     else:
         print(f"unknown command {cmd}; {HELP}", file=err)
     return False
@@ -222,6 +238,8 @@ def _chat_command(session: ChatSession, line: str, err: TextIO) -> bool:
 def _save_chat(session: ChatSession, path: str) -> None:
     if session.state is None:
         raise ValueError("nothing to save yet")
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"{path} is a directory; give a file name")
     save_state(path, session.state, session.model, tokens=session.fed, extra={"messages": session.messages})
 
 
