@@ -56,7 +56,8 @@ EPILOG = """examples:
   rgemma generate -f story.txt --max-new-tokens 100 --temperature 0
   rgemma generate "Hi!" --model google/recurrentgemma-2b-it --chat --dtype bfloat16
   rgemma chat --model path/to/recurrentgemma-2b-it
-run `rgemma COMMAND --help` for each command's options."""
+run `rgemma COMMAND --help` for each command's options. An error is one line on stderr
+(exit 2: usage, 1: anything else, 130: Ctrl-C); --debug (or RGEMMA_DEBUG=1) adds the traceback."""
 
 
 def _resolve(spec: str):
@@ -122,8 +123,8 @@ def _command(name: str, argv: list[str], debug: bool) -> int:
         _check_environment(argv)
         args = _parser(name).parse_args(argv)
         return int(_resolve(COMMANDS[name][2])(args) or 0)
-    except _ParseExit as exit:
-        return exit.code
+    except _ParseExit as stop:
+        return stop.code
     except UsageError as err:
         report_error(prog, err, debug)
         return 2
