@@ -67,6 +67,26 @@ def test_chat_function_reads_lines_and_commands(lm_dir, tmp_path):
     chat(model=str(lm_dir), config=GREEDY, stdin=FakeStdin("hi"), out=io.StringIO(), err=io.StringIO())
 
 
+def test_chat_survives_failed_commands_with_the_conversation_intact(lm_dir, tmp_path):
+    """A /save to a directory, a /load of a damaged or missing snapshot and a line that is not
+    text each print one `error:` line; the next message continues the same conversation."""
+    damaged = tmp_path / "damaged.state"
+    damaged.write_bytes(b"\x00garbage" * 50)
+    failing = f"/save {tmp_path}\n/load {damaged}\n/load {tmp_path / 'missing'}\ncaf\udce9\n"
+
+    def run(script: str):
+        out, err = io.StringIO(), io.StringIO()
+        session = chat(model=str(lm_dir), config=GREEDY, stdin=FakeStdin(script), out=out, err=err)
+        return out.getvalue(), err.getvalue(), session
+
+    plain_out, _, plain = run("hello\nthe fox\n")
+    out, err, session = run("hello\n" + failing + "the fox\n")
+    assert out == plain_out and session.messages == plain.messages and session.fed == plain.fed
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 4 and "Traceback" not in err, err
+    assert "is a directory" in errors[0] and "not UTF-8" in errors[3]
+
+
 def test_perplexity_function(lm_dir, tmp_path):
     data = tmp_path / "held.jsonl"
     data.write_text('{"text": "hello world"}\n{"text": "the quick brown fox"}\n')
@@ -108,9 +128,10 @@ def test_errors_are_one_line_and_nonzero(argv, needle, lm_dir, capsys):
 
 
 def test_bad_flag_and_help(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["generate", "hi", "--max-new-tokens", "lots"])
-    assert exc.value.code == 2
+    assert main(["generate", "hi", "--max-new-tokens", "lots"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rgemma generate: error: argument --max-new-tokens") and err.count("\n") == 1
+    assert main(["generate", "--help"]) == 0 and "--debug" in capsys.readouterr().out
     assert main(["--help"]) == 0 and "generate" in capsys.readouterr().out
     assert main(["frobnicate"]) == 2
 

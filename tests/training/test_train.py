@@ -1,4 +1,5 @@
-"""`rgemma train`: packing, exactness, schedule, resume (also after SIGKILL), LoRA, torchrun.
+"""`rgemma train`: packing, exactness, schedule, resume (also after SIGKILL), LoRA, torchrun;
+refusals (no target tokens, a damaged or hostile trainer state) and leftovers of killed saves.
 
 Every run is a tiny model on a small synthetic story corpus with its own small tokenizer, so the
 whole file takes well under a minute on two CPU cores (the torchrun test is the slow one).
@@ -27,7 +28,7 @@ from rgemma.bundled.tokenizer_train import train_tokenizer
 from rgemma.cli.train import add_train_arguments
 from rgemma.text.tokenizer import Tokenizer
 from rgemma.training.data import IGNORE, pack, tokenize_chat, tokenize_text
-from rgemma.training.trainer import TrainConfig, lr_factor, merged_weights, param_groups, train
+from rgemma.training.trainer import STATE_FILE, TrainConfig, lr_factor, merged_weights, param_groups, train
 
 VOCAB = 512
 MODEL = dict(
@@ -60,7 +61,7 @@ def work(tmp_path_factory) -> Path:
     return root
 
 
-def scratch(work: Path, out: Path, **kw) -> dict:
+def scratch(work: Path, out: Path, data: Path | None = None, **kw) -> dict:
     args = dict(
         steps=6,
         batch_size=4,
@@ -71,7 +72,7 @@ def scratch(work: Path, out: Path, **kw) -> dict:
         init_config=work / "config.json",
         tokenizer=work / "tok",
     )
-    return train(None, [work / "train.jsonl"], out, **{**args, **kw})
+    return train(None, [data or work / "train.jsonl"], out, **{**args, **kw})
 
 
 def metrics(path: Path) -> list[dict]:
@@ -424,3 +425,146 @@ def test_every_train_option_is_a_flag_with_the_config_default():
     assert len(options) == 24
     for f in options:
         assert getattr(args, f.name) == f.default, f.name
+
+
+# --------------------------------------------------------------------------- refusals
+def chat_only_user(path: Path) -> Path:
+    turns = [{"role": "user", "content": "Hi there"}]
+    path.write_text("".join(json.dumps({"messages": turns}) + "\n" for _ in range(3)))
+    return path
+
+
+# --------------------------------------------------------------------------- no targets
+def test_data_without_target_tokens_is_refused(work, tmp_path):
+    chats = chat_only_user(tmp_path / "users.jsonl")
+    with pytest.raises(ValueError, match=r"no target tokens in .*users\.jsonl: no assistant turns"):
+        scratch(work, tmp_path / "a", data=chats)
+    assert not (tmp_path / "a").exists()  # no checkpoint of nothing
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(ValueError, match=r"empty\.txt: no documents"):
+        scratch(work, tmp_path / "b", data=tmp_path / "empty.txt")
+    with pytest.raises(ValueError, match=r"no held-out target tokens in .*users\.jsonl"):
+        scratch(work, tmp_path / "c", eval_data=[chats])
+
+
+def test_no_target_reason_names_the_degenerate_input():
+    from rgemma.training.data import no_target_reason
+
+    assert "no documents" in no_target_reason([])
+    assert "shorter than 2 tokens" in no_target_reason([([2], [2]), ([5], [5])])
+    assert "no assistant turns" in no_target_reason([([2, 5, 6], [IGNORE] * 3)])
+
+
+# --------------------------------------------------------------------------- resume
+class Evil:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_damaged_or_hostile_trainer_state_is_refused_in_one_line(work, tmp_path):
+    from rgemma.training.trainer import read_trainer_state
+
+    good = scratch(work, tmp_path / "run", steps=1)["checkpoint"]
+    state = Path(good) / STATE_FILE
+    assert read_trainer_state(state)["step"] == 1
+    data = state.read_bytes()
+    cases = {
+        "truncated": data[: len(data) // 2],
+        "empty": b"",
+        "random": os.urandom(512),
+    }
+    for name, content in cases.items():
+        bad = tmp_path / f"{name}.pt"
+        bad.write_bytes(content)
+        with pytest.raises(ValueError, match="cannot read") as err:
+            read_trainer_state(bad)
+        assert "\n" not in str(err.value) and "weights_only" not in str(err.value), name
+    torch.save({"step": 1, "data": Evil(tmp_path / "PWNED")}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="refusing .*posix.system") as err:
+        read_trainer_state(tmp_path / "evil.pt")
+    assert "weights_only" not in str(err.value) and not (tmp_path / "PWNED").exists()
+    torch.save({"step": 1, "data": {"rows_seen": 4}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a trainer state .*optimizer.*data.n_rows"):
+        read_trainer_state(tmp_path / "other.pt")
+    state.write_bytes(data[:100])  # through train(resume=...) as well
+    with pytest.raises(ValueError, match="damaged or truncated"):
+        scratch(work, tmp_path / "resumed", steps=2, resume=good)
+
+
+# --------------------------------------------------------------------------- leftovers
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_new_run_removes_temp_checkpoints_of_killed_runs(work, tmp_path):
+    from rgemma.training.trainer import remove_stale_saves
+
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / f".checkpoint-999.tmp-{dead_pid()}-abc"
+    (stale / "sub").mkdir(parents=True)
+    live = out / f".checkpoint-998.tmp-{os.getpid()}-abc"  # a writer still at work: kept
+    live.mkdir()
+    scratch(work, out, steps=1)
+    assert not stale.exists() and live.exists()
+    live.rmdir()
+    remove_stale_saves(out)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-1"]
+
+
+def temps(out: Path) -> list[Path]:
+    return [p for p in out.glob(".*") if ".tmp-" in p.name]
+
+
+def mid_save(out: Path) -> bool:
+    """A save under way, after one that completed (so there is a checkpoint to resume)."""
+    return out.exists() and bool(temps(out)) and any(out.glob("checkpoint-*"))
+
+
+def test_sigkill_mid_save_then_rerun_leaves_no_temp(work, tmp_path):
+    """Kill `rgemma train` at the first sight of a temp checkpoint, run it again: no temp
+    directory is left, and the resumed run still finishes."""
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "rgemma",
+        "train",
+        "--init-config",
+        str(work / "config.json"),
+        "--tokenizer",
+        str(work / "tok"),
+        "--data",
+        str(work / "train.jsonl"),
+        "--out",
+        str(out),
+        "--steps",
+        "8",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "32",
+        "--save-every",
+        "1",
+        "--no-progress",
+    ]
+    for _ in range(3):  # the kill may land just after a rename; then try again
+        proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline and not mid_save(out):
+            time.sleep(0.001)
+        assert proc.poll() is None, "the run ended before a save could be caught"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if temps(out):
+            break
+    assert temps(out), "no temp checkpoint caught mid-save"
+    done = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    again = subprocess.run(cmd + ["--resume", str(out)], env=env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["start_step"] == done and temps(out) == []

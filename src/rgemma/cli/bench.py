@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rgemma.bench import harness
 from rgemma.bench.harness import IMPLS, MEASURES, SHAPES, unknown_measures
+from rgemma.cli.options import UsageError, device_name
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -61,7 +62,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=16, help="decode steps timed per figure")
     p.add_argument("--reps", type=int, default=3, help="runs per figure (the best counts)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_name, default="cpu")
     p.add_argument("--cache-dir", default=None, help="where random checkpoints are kept")
     p.add_argument(
         "--mem-limit-gb",
@@ -88,7 +89,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 def run_bench(args) -> int:
     if args.perplexity:
         if not args.data:
-            raise SystemExit("rgemma bench: --perplexity needs --data FILE")
+            raise UsageError("--perplexity needs --data FILE")
         result = harness.perplexity_delta(args.perplexity, args.data)
         print(json.dumps(result, indent=1))
         if args.out:

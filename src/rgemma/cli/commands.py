@@ -16,6 +16,7 @@ from typing import TextIO
 import torch
 
 from rgemma.accel.memory import peak_memory_mb
+from rgemma.cli.options import one_line
 from rgemma.io.documents import read_documents
 from rgemma.io.files import require_file
 from rgemma.pretrained.loading import load
@@ -46,15 +47,25 @@ class Stats:
         )
 
 
-def read_prompt(prompt: str | None, file: str | None, stdin: TextIO = sys.stdin) -> str | None:
-    """The prompt from the argument, a file (-f), or stdin ('-')."""
+def read_prompt(prompt: str | None, file: str | None, stdin: TextIO | None = None) -> str | None:
+    """The prompt from the argument, a file (-f), or stdin ('-'); files and stdin must be UTF-8."""
     if prompt is not None and file is not None:
         raise ValueError("give the prompt as an argument or with -f FILE, not both")
     if file is not None:
-        return require_file(file, "prompt file").read_text(encoding="utf-8")
+        path = require_file(file, "prompt file")
+        return _utf8(path.read_bytes(), str(path))
     if prompt == "-":
-        return stdin.read()
+        stdin = stdin or sys.stdin
+        buffer = getattr(stdin, "buffer", None)  # bytes, whatever the locale's error handler
+        return stdin.read() if buffer is None else _utf8(buffer.read(), "stdin")
     return prompt
+
+
+def _utf8(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{where} is not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
 def generate(
@@ -70,8 +81,8 @@ def generate(
     save_state_path: str | None = None,
     load_state_path: str | None = None,
     echo: bool = False,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
     loaded=None,
     compile: bool = False,
     quantize: str | None = None,
@@ -80,7 +91,9 @@ def generate(
 
     With `load_state_path` the prompt continues a saved state (and may be empty); with
     `save_state_path` the state after the prompt is saved before generating. `echo` writes
-    the prompt first, so the output reads as one text."""
+    the prompt first, so the output reads as one text. `out`/`err` default to sys.stdout/stderr
+    as they are at the call."""
+    out, err = out or sys.stdout, err or sys.stderr
     config = config or GenerationConfig()
     lm, tok = loaded or load(model, dtype, device, err, compile=compile, quantize=quantize, adapter=adapter)
     state, logits, seen = None, None, []
@@ -146,34 +159,32 @@ def chat(
     system: str | None = None,
     dtype: str | None = None,
     device: str | None = None,
-    stdin: TextIO = sys.stdin,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    stdin: TextIO | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
     loaded=None,
     compile: bool = False,
     quantize: str | None = None,
 ) -> ChatSession:
     """An interactive multi-turn chat that keeps the state between turns. One message per
-    line; when stdin is not a terminal it reads lines until end of input, never waiting."""
+    line; when stdin is not a terminal it reads lines until end of input, never waiting.
+    A failed /command or a line that is not text prints `error: ...` and the chat goes on."""
+    stdin, out, err = stdin or sys.stdin, out or sys.stdout, err or sys.stderr
     config = config or GenerationConfig()
     lm, tok = loaded or load(model, dtype, device, err, compile=compile, quantize=quantize, adapter=adapter)
     session = ChatSession(lm, tok, config, system)
     interactive = stdin.isatty()
     if interactive:
         print(HELP, file=err)
-    while True:
-        if interactive:
-            err.write("> ")
-            err.flush()
-        line = stdin.readline()
-        if not line:
-            break
-        line = line.rstrip("\n")
-        if not line.strip():
-            continue
-        if line.startswith("/"):
-            if _chat_command(session, line, err):
-                break
+    while (line := _next_line(stdin, err, interactive)) is not None:
+        try:
+            if line.startswith("/"):
+                if _chat_command(session, line, err):
+                    break
+                continue
+            _check_utf8(line)
+        except Exception as e:  # a failed command or a bad line: the conversation goes on
+            print(f"error: {one_line(e)}", file=err)
             continue
         stats = Stats()
         _emit(session.send(line), out, stats)
@@ -181,8 +192,29 @@ def chat(
     return session
 
 
+def _next_line(stdin: TextIO, err: TextIO, interactive: bool) -> str | None:
+    """The next non-blank line of input (None at its end)."""
+    while True:
+        if interactive:
+            err.write("> ")
+            err.flush()
+        line = stdin.readline()
+        if not line:
+            return None
+        if line.strip():
+            return line.rstrip("\n")
+
+
+def _check_utf8(line: str) -> None:
+    """A line read with the locale's surrogateescape handler may hold bytes that are not text."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("that line is not UTF-8 text; nothing was sent") from None
+
+
 def _chat_command(session: ChatSession, line: str, err: TextIO) -> bool:
-    """Run a /command; True means exit."""
+    """Run a /command; True means exit. A failure raises and changes nothing."""
     cmd, _, arg = line.partition(" ")
     arg = arg.strip()
     if cmd in ("/exit", "/quit"):
@@ -192,29 +224,22 @@ def _chat_command(session: ChatSession, line: str, err: TextIO) -> bool:
         print("(conversation reset)", file=err)
     elif cmd in ("/save", "/load") and not arg:
         print(f"usage: {cmd} FILE", file=err)
-    elif cmd in ("/save", "/load"):
-        _save_or_load(session, cmd, arg, err)
+    elif cmd == "/save":
+        _save_chat(session, arg)
+        print(f"(saved {len(session.fed)} tokens to {arg})", file=err)
+    elif cmd == "/load":
+        _load_chat(session, arg)
+        print(f"(loaded {len(session.fed)} tokens, {len(session.messages)} messages)", file=err)
     else:
         print(f"unknown command {cmd}; {HELP}", file=err)
     return False
 
 
-def _save_or_load(session: ChatSession, cmd: str, path: str, err: TextIO) -> None:
-    """/save FILE or /load FILE; a bad FILE prints one line and the chat goes on."""
-    try:
-        if cmd == "/save":
-            _save_chat(session, path)
-            print(f"(saved {len(session.fed)} tokens to {path})", file=err)
-        else:
-            _load_chat(session, path)
-            print(f"(loaded {len(session.fed)} tokens, {len(session.messages)} messages)", file=err)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=err)
-
-
 def _save_chat(session: ChatSession, path: str) -> None:
     if session.state is None:
         raise ValueError("nothing to save yet")
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"{path} is a directory; give a file name")
     save_state(path, session.state, session.model, tokens=session.fed, extra={"messages": session.messages})
 
 
@@ -232,16 +257,21 @@ def perplexity(
     model: str | None = None,
     adapter: str | None = None,
     dtype: str | None = None,
+    device: str | None = None,
     max_docs: int | None = None,
-    err: TextIO = sys.stderr,
+    err: TextIO | None = None,
     loaded=None,
     progress: Callable | None = None,
     quantize: str | None = None,
 ) -> dict[str, float]:
     """Token-weighted perplexity of `model` over the documents in `data` (each with BOS and
-    EOS, the way the bundled model is trained), scored by rgemma.text.scoring in batches."""
-    lm, tok = loaded or load(model, dtype, None, err, quantize=quantize, adapter=adapter)
-    docs = read_documents(data)[:max_docs]
+    EOS, the way the bundled model is trained), scored by rgemma.text.scoring in batches. The
+    documents are read before the model loads, so a bad data file fails fast."""
+    try:
+        docs = read_documents(data)[:max_docs]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{data}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not docs:
         raise ValueError(f"no documents in {data}")
+    lm, tok = loaded or load(model, dtype, device, err or sys.stderr, quantize=quantize, adapter=adapter)
     return document_perplexity(lm, tok, docs)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rgemma.cli.options import report_error
 from rgemma.convert.pipeline import FORMATS, QUANTIZATIONS, convert
-from rgemma.convert.sources import one_line
 from rgemma.io.shards import MAX_SHARD_SIZE
 from rgemma.models.config import PRESETS
 
@@ -117,7 +117,7 @@ def run_convert(args: argparse.Namespace) -> int:
             progress=getattr(args, "progress", True),
         )
     except (ValueError, OSError, ImportError) as err:
-        print(f"rgemma convert: error: {one_line(err)}", file=sys.stderr)
+        report_error("rgemma convert", err, getattr(args, "debug", False))
         return 1
     print(f"rgemma convert: wrote {out}", file=sys.stderr)
     return 0

@@ -5,10 +5,38 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
+import traceback
 import types
 import typing
 
+import torch
+
 from rgemma.text.generate import PREFILL_CHUNK
+
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64 bits
+
+
+class UsageError(ValueError):
+    """A mistake in the command line that argparse cannot see; `rgemma` exits with 2."""
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an error's message (the type's name when it has none); errors
+    that are not the usual kinds keep their type's name, so the line still says what broke."""
+    lines = [s.strip() for s in str(err).splitlines() if s.strip()]
+    text = lines[0] if lines else type(err).__name__
+    if isinstance(err, (ValueError, OSError, ImportError)) or not lines:
+        return text
+    return f"{type(err).__name__}: {text}"
+
+
+def report_error(prog: str, err: BaseException, debug: bool) -> None:
+    """`PROG: error: MESSAGE`, one line on stderr; with `debug` the traceback first."""
+    if debug:
+        traceback.print_exception(err)
+    hint = "" if debug or isinstance(err, (ValueError, OSError)) else " (--debug shows the traceback)"
+    print(f"{prog}: error: {one_line(err)}{hint}", file=sys.stderr)
 
 
 def dataclass_arguments(p, cls, only: typing.Collection[str] | None = None) -> None:
@@ -58,6 +86,39 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_value(text: str) -> int:
+    """A random seed: an integer in [0, 2**64 - 1]."""
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**64 - 1], got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 1..65535, got {value}")
+    return value
+
+
+def device_name(text: str) -> str:
+    """A device this machine has: checked while parsing, before any weights load."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r} (cpu, cuda, cuda:1, mps, ...)") from None
+    if device.type == "cpu":
+        return text
+    backend = getattr(torch, device.type, None)
+    available = getattr(backend, "is_available", None)
+    if available is None or not available():
+        raise argparse.ArgumentTypeError(f"{text}: {device.type} is not available on this machine")
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if device.index is not None and device.index >= count:
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {count} {device.type} device(s)")
+    return text
+
+
 def model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -86,7 +147,7 @@ def weight_options(p: argparse.ArgumentParser) -> None:
         help="weight dtype; auto: as stored in the checkpoint (default: float32 for the bundled "
         "model, which is stored in bfloat16, else as stored)",
     )
-    p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--device", type=device_name, default=None, help="cpu (default), cuda, cuda:1, ...")
     p.add_argument(
         "--quantize",
         choices=["none", "int8"],
@@ -135,7 +196,9 @@ def sampling_options(p: argparse.ArgumentParser) -> None:
         default=1.0,
         help="penalise tokens already seen (1: off; 1.1 is mild)",
     )
-    g.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
+    g.add_argument(
+        "--seed", type=seed_value, default=None, help="random seed for reproducible sampling (0 .. 2**64-1)"
+    )
     g.add_argument(
         "--stop",
         action="append",

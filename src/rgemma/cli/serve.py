@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from rgemma.cli.options import dataclass_arguments, dataclass_values, weight_options
+from rgemma.cli.options import dataclass_arguments, dataclass_values, port_number, weight_options
 from rgemma.serving.api import serve
 from rgemma.serving.limits import Limits
 
@@ -47,7 +47,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
-    p.add_argument("--port", type=int, metavar="PORT", default=8080, help="port (default 8080)")
+    p.add_argument(
+        "--port", type=port_number, metavar="PORT", default=8080, help="port, 1..65535 (default 8080)"
+    )
     p.add_argument(
         "--api-key",
         default=None,

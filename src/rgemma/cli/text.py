@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from rgemma.cli.options import generation_config, model_options, sampling_options, speed_options
 
@@ -52,11 +53,13 @@ def run_generate(args) -> int:
         raise ValueError("empty prompt")
     if prompt is None and not args.load_state:
         raise ValueError("no prompt: give PROMPT, -f FILE, or - for stdin")
+    config = generation_config(args)
+    _check_state_paths(args.load_state, args.save_state)
     generate(
         prompt,
         model=args.model,
         adapter=args.adapter,
-        config=generation_config(args),
+        config=config,
         chat=args.chat,
         system=args.system,
         dtype=args.dtype,
@@ -68,6 +71,16 @@ def run_generate(args) -> int:
         quantize=args.quantize,
     )
     return 0
+
+
+def _check_state_paths(load_path: str | None, save_path: str | None) -> None:
+    """What can be told about the state files before the weights load."""
+    if load_path and Path(load_path).is_dir():
+        raise IsADirectoryError(f"--load-state {load_path} is a directory, not a saved state")
+    if load_path and not Path(load_path).is_file():
+        raise FileNotFoundError(f"state file not found: {load_path}")
+    if save_path and Path(save_path).is_dir():
+        raise IsADirectoryError(f"--save-state {save_path} is a directory; give a file name")
 
 
 # --------------------------------------------------------------------------- chat
@@ -129,6 +142,7 @@ def run_perplexity(args) -> int:
         model=args.model,
         adapter=args.adapter,
         dtype=args.dtype,
+        device=args.device,
         max_docs=args.max_docs,
         quantize=args.quantize,
     )

@@ -6,10 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
-from rgemma.cli.options import dataclass_arguments, dataclass_values
+from rgemma.cli.options import UsageError, dataclass_arguments, dataclass_values
 from rgemma.training.trainer import TrainConfig, train
 
 
@@ -52,8 +51,7 @@ def default_model_dir() -> str | None:
 def run_train(args: argparse.Namespace) -> int:
     """`rgemma train`: train, print the summary as JSON on stdout (rank 0), return 0."""
     if args.recipe is None and not args.data:
-        print("rgemma train: error: --data FILE... is required (or --recipe)", file=sys.stderr)
-        return 2
+        raise UsageError("--data FILE... is required (or --recipe)")
     if args.recipe is not None:
         from rgemma.bundled.recipes import prepare
 
@@ -63,13 +61,8 @@ def run_train(args: argparse.Namespace) -> int:
     if model is None and args.init_config is None and args.resume is None:
         model = default_model_dir()
         if model is None:
-            print("rgemma train: error: no bundled model here; pass --model PATH", file=sys.stderr)
-            return 2
-    try:
-        summary = train(model, args.data, args.out, **dataclass_values(args, TrainConfig))
-    except (ValueError, OSError, ImportError) as err:
-        print(f"rgemma train: error: {err}", file=sys.stderr)
-        return 1
+            raise UsageError("no bundled model here; pass --model PATH")
+    summary = train(model, args.data, args.out, **dataclass_values(args, TrainConfig))
     if int(os.environ.get("RANK", "0")) == 0:
         if args.recipe is not None and summary.get("checkpoint"):
             from rgemma.bundled.recipes import export

@@ -158,8 +158,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     """A JSON object from `path`, or {} when the file does not exist."""
     if not path.is_file():
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as err:  # not JSON, or not UTF-8
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
 
 
 def _token_content(value: Any) -> str | None:
@@ -206,12 +209,17 @@ def _chat_template_source(root: Path, config: dict[str, Any]) -> str | None:
 
 
 def _load_backend(path: Path, config: dict[str, Any], special_map: dict[str, Any]) -> _HFBackend | _SPBackend:
-    """A .json file through `tokenizers`, anything else as a SentencePiece model."""
-    if path.suffix == ".json":
-        return _HFBackend(path)
+    """A .json file through `tokenizers`, anything else as a SentencePiece model; a file
+    they cannot read is a ValueError that names it."""
     listed = _listed_special_tokens(config, special_map)
     listed |= set(_special_token_names(config, special_map).values())
-    return _SPBackend(path, listed)
+    try:
+        return _HFBackend(path) if path.suffix == ".json" else _SPBackend(path, listed)
+    except OSError:
+        raise
+    except Exception as err:  # both libraries raise plain Exception/RuntimeError here
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a valid tokenizer file ({reason})") from None
 
 
 # --------------------------------------------------------------------------- tokenizer

@@ -78,17 +78,31 @@ def load_examples(paths: Iterable[str | Path], tokenizer: Tokenizer) -> list[Exa
     """Every document of every file, tokenized, in order."""
     examples = []
     for path in paths:
-        for record in read_records(path):
+        try:
+            records = list(read_records(path))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        for record in records:
             try:
-                example = (
-                    tokenize_text(tokenizer, record)
-                    if isinstance(record, str)
-                    else tokenize_chat(tokenizer, record)
-                )
+                examples.append(_tokenize(tokenizer, record))
             except ValueError as err:
                 raise ValueError(f"{path}: {err}") from None
-            examples.append(example)
     return examples
+
+
+def _tokenize(tokenizer: Tokenizer, record: str | list) -> Example:
+    if isinstance(record, str):
+        return tokenize_text(tokenizer, record)
+    return tokenize_chat(tokenizer, record)
+
+
+def no_target_reason(examples: Sequence[Example]) -> str:
+    """Why `examples` give no target token (each document's first token is never one)."""
+    if not examples:
+        return "no documents (the file is empty)"
+    if all(len(ids) < 2 for ids, _ in examples):
+        return "every document is shorter than 2 tokens"
+    return "no assistant turns (only assistant replies are trained on; every label is masked)"
 
 
 def split_heldout(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
@@ -171,7 +185,7 @@ def _append(
 # --------------------------------------------------------------------------- order
 def epoch_order(n_rows: int, epoch: int, seed: int) -> torch.Tensor:
     """The order rows are visited in during `epoch`: a permutation fixed by (seed, epoch)."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64)  # any 64-bit seed
     return torch.randperm(n_rows, generator=gen)
 
 

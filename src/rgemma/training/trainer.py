@@ -28,6 +28,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import re
 import sys
 import time
 import warnings
@@ -39,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rgemma.io.atomic import atomic_directory
+from rgemma.io.atomic import atomic_directory, remove_stale
 from rgemma.io.checkpoint_files import copy_tokenizer, resolve_model_dir
 from rgemma.io.files import require_file
 from rgemma.models.config import PRESETS, RecurrentGemmaConfig
@@ -51,6 +53,7 @@ from rgemma.training.data import (
     Packed,
     global_rows,
     load_examples,
+    no_target_reason,
     pack,
     split_heldout,
 )
@@ -68,9 +71,12 @@ LORA_TARGETS = (
     "down_proj",
 )
 STATE_FILE = "trainer_state.pt"
+STATE_KEYS = ("step", "optimizer", "scheduler", "rng", "data")
+DATA_KEYS = ("rows_seen", "n_rows", "seq_len", "seed", "lora")
 ADAPTER_FILE = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."  # peft's key prefix, so transformers + peft load the adapter
 DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "scratch": 1e-3}
+MAX_SEED = 2**64 - 1  # what torch.manual_seed takes
 MAX_WARMUP = 100  # steps; the default warmup is a tenth of the run, at most this
 
 
@@ -139,6 +145,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "seq_len", "grad_accum", "lora_rank"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be in [0, 2**64 - 1], got {self.seed}")
         for name in ("eval_every", "save_every", "weight_decay", "clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -324,6 +332,13 @@ def loss_sum(model: nn.Module, batch: Packed, device: torch.device) -> torch.Ten
     )
 
 
+def _trainable(rows: Packed, examples: list, files: list[str], what: str = "") -> Packed:
+    """`rows`, unless they hold no target token: a run on them would train on nothing."""
+    if rows.n_targets() == 0:
+        raise ValueError(f"no {what}target tokens in {', '.join(files)}: {no_target_reason(examples)}")
+    return rows
+
+
 # --------------------------------------------------------------------------- the run
 class Trainer:
     """One run: the model, optimizer, data and bookkeeping of `train`."""
@@ -336,8 +351,10 @@ class Trainer:
                 f"batch_size {cfg.batch_size} must be a multiple of the number of "
                 f"processes ({self.dist.world})"
             )
+        if self.dist.main:
+            remove_stale_saves(Path(cfg.out_dir))
         self.ckpt = find_checkpoint(cfg.resume) if cfg.resume else None
-        self.saved = torch.load(self.ckpt / STATE_FILE, weights_only=True) if self.ckpt else None
+        self.saved = read_trainer_state(self.ckpt / STATE_FILE) if self.ckpt else None
         torch.manual_seed(cfg.seed)
         self.tokenizer_dir = Path(cfg.tokenizer or self.ckpt or self._base_dir())
         self.tokenizer = Tokenizer.from_dir(self.tokenizer_dir)
@@ -373,9 +390,9 @@ class Trainer:
         held = load_examples(cfg.eval_data, self.tokenizer) if cfg.eval_data else []
         if not cfg.eval_data and cfg.eval_fraction:
             examples, held = split_heldout(examples, cfg.eval_fraction, cfg.seed)
-        rows = pack(examples, cfg.seq_len, pad)
-        if len(rows) == 0:
-            raise ValueError(f"no documents in {', '.join(cfg.data_files)}")
+        rows = _trainable(pack(examples, cfg.seq_len, pad), examples, cfg.data_files)
+        if held:
+            _trainable(pack(held, cfg.seq_len, pad), held, cfg.eval_data or cfg.data_files, "held-out ")
         if cfg.eval_every and not held:
             self.log("no held-out data, so no evaluation: give --eval-data or --eval-fraction")
         self.log(
@@ -626,6 +643,48 @@ def clip_gradients(model: nn.Module, max_norm: float) -> float:
 
 
 # --------------------------------------------------------------------------- files
+def read_trainer_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's trainer_state.pt, read with weights_only=True (tensors and plain values:
+    a pickle that would import anything else is refused, never run); a damaged file is a
+    ValueError of one line."""
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols it reads fine
+            warnings.simplefilter("ignore")
+            state = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        name = re.search(r"GLOBAL (\S+)", str(err))
+        if name:
+            raise ValueError(
+                f"refusing {path}: it would import {name.group(1)}, which a trainer state never "
+                "holds (it could run code); it was not written by rgemma train"
+            ) from None
+        raise ValueError(f"cannot read {path}: damaged, or not a trainer state") from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except (RuntimeError, EOFError, OSError) as err:  # truncated, or not a torch file at all
+        reason = str(err).split(". ")[0].strip() or "it is empty"
+        raise ValueError(f"cannot read {path}: damaged or truncated ({reason})") from None
+    _check_trainer_state(state, path)
+    return state
+
+
+def _check_trainer_state(state: Any, path: Path) -> None:
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a trainer state of rgemma train (not a dict)")
+    data = state.get("data")
+    missing = [k for k in STATE_KEYS if k not in state]
+    missing += [f"data.{k}" for k in DATA_KEYS if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ValueError(f"{path} is not a trainer state of rgemma train (no {', '.join(missing)})")
+
+
+def remove_stale_saves(out_dir: Path) -> None:
+    """Remove the temp checkpoints (`.checkpoint-N.tmp-PID-...`) of runs killed mid-save, for
+    any N: the atomic writer clears a name's leftovers only when that name is written again."""
+    for tmp in out_dir.glob(".checkpoint-*.tmp-*"):
+        remove_stale(out_dir / tmp.name[1:].split(".tmp-")[0])
+
+
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory, or the newest `checkpoint-STEP` inside a run directory."""
     path = Path(path)
