@@ -424,6 +424,98 @@ def test_an_engine_failure_ends_requests_with_an_error_not_a_hang(client, monkey
     assert client.post(COMPLETIONS, json={"prompt": "x", "max_tokens": 3}).status_code == 200
 
 
+def _greedy_streams(tok, count):
+    bodies = [
+        {"prompt": f"steady stream {i}", "max_tokens": 12 + i, "temperature": 0, "stream": True}
+        for i in range(count)
+    ]
+    return bodies, [tok.encode(b["prompt"]) for b in bodies]
+
+
+def _check_streams(model, tok, bodies, ids, results):
+    for body, prompt, chunks in zip(bodies, ids, results):
+        assert chunks[-1] == "[DONE]"
+        texts, reasons, _ = joined(chunks, chat=False)
+        assert (texts[0], reasons[0]) == reference(model, tok, prompt, body["max_tokens"])[:2]
+
+
+def test_extreme_sampling_values_are_answered_and_others_stream_on(live, lm):
+    """The reported crash: temperature or repetition_penalty 1e-300 made non-finite
+    probabilities, ended every request in flight and never answered the request itself."""
+    model, tok = lm
+    url, service = live
+    bodies, ids = _greedy_streams(tok, 3)
+    extreme = [
+        {"prompt": "hi", "temperature": 1e-300, "max_tokens": 4},
+        {"prompt": "hi", "repetition_penalty": 1e-300, "max_tokens": 4},
+        {"prompt": "hi", "repetition_penalty": 100, "temperature": 1e-300, "max_tokens": 4, "stream": True},
+        {"prompt": [[5, 5, 5]], "repetition_penalty": 1e-300, "top_p": 1e-300, "max_tokens": 4},
+    ]
+
+    async def run():
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            streams = [asyncio.create_task(stream_sse(http, COMPLETIONS, b)) for b in bodies]
+            answers = await asyncio.gather(*(http.post(COMPLETIONS, json=b) for b in extreme))
+            return answers, await asyncio.gather(*streams)
+
+    answers, results = asyncio.run(run())
+    assert [r.status_code for r in answers] == [200] * 4, [r.text for r in answers]
+    _check_streams(model, tok, bodies, ids, results)
+    wait_idle(service.engine)
+
+
+def test_a_request_failing_in_the_engine_gets_its_own_error_and_others_stream_on(live, lm, monkeypatch):
+    """A fault while sampling one request (streamed or not): a 500, or an SSE error event, for
+    it alone; the streams beside it give the text they give alone."""
+    from rgemma.text import core
+
+    model, tok = lm
+    url, service = live
+    faulty = tok.encode("a faulty request")
+    real = core._sample_group
+
+    def sample_group(logits, rows, u):
+        out = real(logits, rows, u)
+        if any(isinstance(r.tag, tuple) and r.tag[0].prompts[0] == faulty for r in rows):  # not reference()
+            raise RuntimeError("injected sampling fault")
+        return out
+
+    monkeypatch.setattr(core, "_sample_group", sample_group)
+    bodies, ids = _greedy_streams(tok, 3)
+    body = {"prompt": faulty, "max_tokens": 20, "temperature": 0}
+
+    async def run():
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            streams = [asyncio.create_task(stream_sse(http, COMPLETIONS, b)) for b in bodies]
+            plain = await http.post(COMPLETIONS, json=body)
+            streamed = await stream_sse(http, COMPLETIONS, dict(body, stream=True))
+            return plain, streamed, await asyncio.gather(*streams)
+
+    plain, streamed, results = asyncio.run(run())
+    assert plain.status_code == 500 and plain.json()["error"]["code"] == "internal_error"
+    assert "injected sampling fault" in plain.json()["error"]["message"]
+    assert streamed[-1] == "[DONE]" and streamed[-2]["error"]["code"] == "internal_error"
+    _check_streams(model, tok, bodies, ids, results)
+    wait_idle(service.engine)
+    assert service.engine.alive
+
+
+def test_a_dead_engine_loop_turns_health_to_503(client, monkeypatch):
+    engine = client.app.state.service.engine
+
+    def broken():
+        raise RuntimeError("a bug outside any request")
+
+    monkeypatch.setattr(engine, "step", broken)
+    r = client.post(COMPLETIONS, json={"prompt": "x", "max_tokens": 3})
+    assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
+    engine._thread.join(5)
+    r = client.get("/health")
+    assert r.status_code == 503 and r.json()["status"] == "error"
+    r = client.post(COMPLETIONS, json={"prompt": "x", "max_tokens": 3})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "engine_stopped"
+
+
 def test_api_key_is_required_when_set(lm):
     model, tok = lm
     with TestClient(create_app(model, tok, api_key="s3cret")) as c:

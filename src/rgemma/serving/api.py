@@ -26,6 +26,7 @@ import json
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -277,6 +278,10 @@ class Service:
             raise APIError(503, "the server is shutting down", "server_error", code="shutdown")
         if self.engine is None:
             raise APIError(503, "the model is still loading", "server_error", code="model_loading")
+        if not self.engine.alive:
+            raise APIError(
+                503, "the engine loop has stopped; see the server log", "server_error", code="engine_stopped"
+            )
         return self.engine
 
     # ------------------------------------------------------------------ request -> engine
@@ -485,20 +490,31 @@ def _done_error(done: Done) -> APIError:
 
 
 async def _stream(job: Job, fmt: _Format):
-    for chunk in fmt.opening():
-        yield _sse(chunk)
-    async for event in job.events():
-        if isinstance(event, Delta):
-            if event.text:
-                yield _sse(fmt.delta(event.index, event.text, None))
-            if event.finish_reason:
-                yield _sse(fmt.delta(event.index, None, event.finish_reason))
-        elif event.error:
-            err = _done_error(event)
-            yield _sse(error_body(err.message, err.type, None, err.code))
-        elif fmt.include_usage:
-            yield _sse(fmt.usage_chunk(event))
+    """The request's SSE chunks. Once the 200 is sent an error can only be an event, so one
+    raised here (a bug in formatting) ends this stream with an error event, like the engine's."""
+    try:
+        for chunk in fmt.opening():
+            yield _sse(chunk)
+        async for event in job.events():
+            for chunk in _chunks(event, fmt):
+                yield chunk
+    except Exception as err:
+        traceback.print_exc(file=sys.stderr)
+        message = f"internal error: {type(err).__name__}"
+        yield _sse(error_body(message, "server_error", None, "internal_error"))
     yield "data: [DONE]\n\n"
+
+
+def _chunks(event: Delta | Done, fmt: _Format) -> list[str]:
+    if isinstance(event, Delta):
+        out = [_sse(fmt.delta(event.index, event.text, None))] if event.text else []
+        if event.finish_reason:
+            out.append(_sse(fmt.delta(event.index, None, event.finish_reason)))
+        return out
+    if event.error:
+        err = _done_error(event)
+        return [_sse(error_body(err.message, err.type, None, err.code))]
+    return [_sse(fmt.usage_chunk(event))] if fmt.include_usage else []
 
 
 class _EventStream(StreamingResponse):
