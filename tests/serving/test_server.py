@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -364,6 +365,24 @@ BAD_REQUESTS = [
         {"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 0},
         "max_completion_tokens",
     ),
+    # lone surrogates: JSON can carry them, no tokenizer takes them
+    (COMPLETIONS, {"prompt": "hi \ud800"}, "prompt"),
+    (COMPLETIONS, {"prompt": ["ok", "x\udfff"]}, "prompt.1"),
+    (CHAT, {"messages": [{"role": "user", "content": "\ud800"}]}, "messages.0.content"),
+    (
+        CHAT,
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "a\ud800"}]}]},
+        "messages.0.content",
+    ),
+    # limits, whatever the framing
+    (COMPLETIONS, {"prompt": "x", "max_tokens": 2, "stop": "s" * 257}, "stop"),
+    (COMPLETIONS, {"prompt": "x", "max_tokens": 2, "stop": ["ok", "s" * 257]}, "stop.1"),
+    (COMPLETIONS, {"prompt": "x", "max_tokens": 2, "stop": ["s"] * 17}, "stop"),
+    (COMPLETIONS, {"prompt": ["a"] * 9}, "n"),
+    (COMPLETIONS, {"prompt": [[5]] * 9}, "n"),
+    (COMPLETIONS, {"prompt": [[5] * 65]}, "prompt"),
+    (CHAT, {"messages": [{"role": "user", "content": ""}] * 65}, "messages"),
+    (CHAT, {"messages": [{"role": "user", "content": "word " * 1000}]}, "messages"),
 ]
 
 
@@ -375,6 +394,29 @@ def test_bad_requests_get_400_with_openai_error_body(client, path, body, param):
     error = r.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
     assert error["param"] == param and error["message"]
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        (COMPLETIONS, {"prompt": "word " * 10_000}),
+        (COMPLETIONS, {"prompt": ["a"] * 9}),
+        (COMPLETIONS, {"prompt": ["a"] * 4, "n": 3}),
+        (CHAT, {"messages": [{"role": "user", "content": "word " * 10_000}]}),
+        (CHAT, {"messages": [{"role": "user", "content": "a"}] * 65}),
+    ],
+)
+def test_limits_are_checked_before_tokenizing(client, monkeypatch, path, body):
+    """A request past a limit is refused without tokenizing anything: bounded work and memory."""
+    tok = client.app.state.service.tokenizer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tokenized a request past a limit")
+
+    monkeypatch.setattr(tok, "encode", refuse)
+    monkeypatch.setattr(tok, "encode_chat", refuse)
+    r = client.post(path, json=body)
+    assert r.status_code == 400 and r.json()["error"]["code"] in ("context_length_exceeded", "invalid_value")
 
 
 def test_valid_edge_requests(client):
@@ -526,6 +568,78 @@ def test_api_key_is_required_when_set(lm):
         r = c.post(COMPLETIONS, content=b"{bad", headers={"content-type": "application/json"})
         assert r.status_code == 401
         assert c.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_a_non_ascii_api_key_works_over_http(lm):
+    """The header's bytes are compared with the key's UTF-8 bytes (once decoded as latin-1
+    and re-encoded as UTF-8, a non-ASCII key could never match)."""
+    model, tok = lm
+    key = "clé-ключ-🔑"
+    app = create_app(model, tok, api_key=key)
+    with live_server(app) as url:
+        ok = httpx.get(url + "/v1/models", headers={"Authorization": b"Bearer " + key.encode()})
+        assert ok.status_code == 200, ok.text
+        for wrong in ("Bearer " + key[:-1]).encode(), b"Bearer " + "clé".encode("latin-1"), key.encode():
+            r = httpx.get(url + "/v1/models", headers={"Authorization": wrong})
+            assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        body = {"prompt": "x", "max_tokens": 2}
+        r = httpx.post(url + COMPLETIONS, json=body, headers={"Authorization": b"Bearer " + key.encode()})
+        assert r.status_code == 200
+
+
+def _send_chunked(url: str, path: str, chunk: bytes, most: int) -> tuple[int, bytes, int]:
+    """POST `{"prompt": "` and then chunks of `chunk`, chunked, up to `most` bytes, over a raw
+    socket, stopping as soon as the server answers: (status, response body, bytes sent)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    sock.sendall(head.encode() + b"Transfer-Encoding: chunked\r\n\r\n" + _frame(b'{"prompt": "'))
+    sent, frame = 0, _frame(chunk)
+    try:
+        while sent < most and not select.select([sock], [], [], 0)[0]:
+            sock.sendall(frame)
+            sent += len(chunk)
+        if sent >= most:
+            sock.sendall(_frame(b'"}') + _frame(b""))
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    response = b""
+    while b"\r\n\r\n" not in response or len(response.partition(b"\r\n\r\n")[2]) < _length(response):
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        response += data
+    sock.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body, sent
+
+
+def _frame(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def _length(response: bytes) -> int:
+    for line in response.partition(b"\r\n\r\n")[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 1 << 30
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(live):
+    """Without a Content-Length the limit holds while reading: the answer is a 413 after about
+    the limit, not after the whole 256 MiB, and memory stays flat."""
+    url, service = live
+    limit = service.limits.max_body_bytes
+    before = _rss_bytes()
+    status, body, sent = _send_chunked(url, COMPLETIONS, b"a" * 65536, 256 << 20)
+    assert status == 413 and json.loads(body)["error"]["code"] == "body_too_large"
+    assert sent < limit + (32 << 20), sent  # the limit plus what the socket buffers hold
+    assert _rss_bytes() - before < 64 << 20
+    status, body, _ = _send_chunked(url, COMPLETIONS, b"a " * 500, 10_000)  # under the limit
+    assert status == 200 and json.loads(body)["choices"]
 
 
 def test_full_queue_gets_429(lm):
