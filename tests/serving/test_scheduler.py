@@ -25,6 +25,15 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def run(engine: BatchEngine, batches: list[list[tuple[list[int], RequestParams]]]) -> list[list[str]]:
     """Submit each batch of (prompt, params) one step after the previous one, step until idle;
     the texts of every request's choices, in submission order."""
+    texts = []
+    for events in run_events(engine, batches):
+        assert isinstance(events[-1], Done) and events[-1].error is None
+        texts.append(texts_of(events))
+    return texts
+
+
+def run_events(engine: BatchEngine, batches) -> list[list[Delta | Done]]:
+    """As `run`, but every request's events, errors included."""
     loop = asyncio.new_event_loop()
     requests = []
     for batch in batches:
@@ -33,16 +42,17 @@ def run(engine: BatchEngine, batches: list[list[tuple[list[int], RequestParams]]
     while not engine.idle:
         engine.step()
     loop.run_until_complete(asyncio.sleep(0))
-    texts = []
-    for r in requests:
-        events = [r.queue.get_nowait() for _ in range(r.queue.qsize())]
-        assert isinstance(events[-1], Done) and events[-1].error is None
-        choices = [""] * r.params.n
-        for e in events[:-1]:
-            choices[e.index] += e.text
-        texts.append(choices)
+    events = [[r.queue.get_nowait() for _ in range(r.queue.qsize())] for r in requests]
     loop.close()
-    return texts
+    return events
+
+
+def texts_of(events: list[Delta | Done]) -> list[str]:
+    choices = [""] * (1 + max((e.index for e in events if isinstance(e, Delta)), default=0))
+    for e in events:
+        if isinstance(e, Delta):
+            choices[e.index] += e.text
+    return choices
 
 
 def others(tok) -> list[list[tuple[list[int], RequestParams]]]:
@@ -180,3 +190,85 @@ def test_a_compiled_server_may_keep_a_graph_per_kind_and_bucket(lm):
         assert getattr(config, name) >= 18
     finally:
         setattr(config, name, before)
+
+
+# --------------------------------------------------------------------------- isolation
+STAGES = ["admission", "prefill", "sampling", "detokenizing", "emitting"]
+
+
+def _inject(stage: str, engine: BatchEngine, faulty: list[int], monkeypatch) -> None:
+    """Make the request whose prompt is `faulty` raise at `stage`, mid-way where it can."""
+    from rgemma.serving import scheduler
+    from rgemma.text import core
+
+    def mine(request) -> bool:
+        return request.prompts[0] == faulty
+
+    def boom():
+        raise RuntimeError(f"injected {stage} fault")
+
+    if stage == "admission":
+        start = engine._start
+        monkeypatch.setattr(engine, "_start", lambda r: boom() if mine(r) else start(r))
+    elif stage == "prefill":  # its second chunk, with its state half-built
+        real = scheduler.prefill
+        monkeypatch.setattr(
+            scheduler,
+            "prefill",
+            lambda m, ids, *a: boom() if ids[0].tolist() == faulty[8:16] else real(m, ids, *a),
+        )
+    elif stage == "sampling":  # after the whole group (the others too) has sampled
+        real = core._sample_group
+
+        def sample_group(logits, rows, u):
+            out = real(logits, rows, u)
+            return boom() if any(mine(r.tag[0]) for r in rows) else out
+
+        monkeypatch.setattr(core, "_sample_group", sample_group)
+    elif stage == "detokenizing":  # on its third token
+
+        class Faulty(scheduler.TextStream):
+            def push(self, token_id):
+                self.pushed = getattr(self, "pushed", 0) + 1
+                return boom() if self.pushed == 3 and self.detok_prompt == faulty else super().push(token_id)
+
+        def stream(tok, stop, prompt):
+            out = Faulty(tok, stop, prompt)
+            out.detok_prompt = list(prompt)
+            return out
+
+        monkeypatch.setattr(scheduler, "TextStream", stream)
+    else:  # its first text
+        send = engine._send
+
+        def faulty_send(request, event):
+            if mine(request) and isinstance(event, Delta) and event.text:
+                boom()
+            send(request, event)
+
+        monkeypatch.setattr(engine, "_send", faulty_send)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_failing_request_ends_alone_and_the_others_are_unchanged(lm, monkeypatch, stage):
+    """One request raises at `stage`: it gets an internal_error Done, and every other request
+    (greedy and seeded, one sharing its sampler and its sampling group) gives the text of a
+    clean run."""
+    model, tok = lm
+    faulty = tok.encode("a broken request that fails somewhere inside the engine")
+    assert len(faulty) > 8
+    params = RequestParams(max_tokens=9, sampling=WARM, seed=4, n=2, ignore_eos=True)  # as others[1]
+    clean = run(BatchEngine(model, tok, max_batch=8, prefill_chunk=8), others(tok))
+    engine = BatchEngine(model, tok, max_batch=8, prefill_chunk=8)
+    _inject(stage, engine, faulty, monkeypatch)
+    batches = others(tok)
+    batches[1].append((faulty, params))
+    events = run_events(engine, batches)
+    broken = events.pop(2)
+    assert isinstance(broken[-1], Done) and broken[-1].code == "internal_error"
+    assert f"injected {stage} fault" in broken[-1].error
+    assert sum(isinstance(e, Done) for e in broken) == 1
+    for request in events:
+        assert isinstance(request[-1], Done) and request[-1].error is None
+    assert [texts_of(e) for e in events] == clean
+    assert engine.idle and not engine.decoder.live and engine.stats.state_bytes == 0

@@ -75,9 +75,9 @@ def test_one_sample_call_per_distinct_sampler_per_step(model, monkeypatch):
     calls = []
     sample = core.sample
 
-    def counted(logits, *args):
+    def counted(logits, *args, **kwargs):
         calls.append(logits.shape[0])
-        return sample(logits, *args)
+        return sample(logits, *args, **kwargs)
 
     monkeypatch.setattr(core, "sample", counted)
     samplers = [WARM, HOT, WARM, HOT, WARM]

@@ -14,6 +14,7 @@ from rgemma.text.sampling import (
     apply_top_p,
     draw,
     sample,
+    truncated_probs,
 )
 
 
@@ -193,3 +194,58 @@ def test_apply_temperature_rejects_zero_and_scales():
     with pytest.raises(ValueError, match="temperature"):
         apply_temperature(torch.zeros(1, 3), 0.0)
     torch.testing.assert_close(apply_temperature(torch.ones(1, 3), 0.5), torch.full((1, 3), 2.0))
+
+
+# --------------------------------------------------------------------------- extremes
+def _extreme_cases(st):
+    """Any accepted SamplingParams, extremes included, and logits that are finite (huge, tiny,
+    zero) or masked with -inf, each row with at least one finite value."""
+    positive = st.sampled_from([1e-300, 1e-45, 1e-38, 1e-8, 0.5, 1.0, 2.0, 1e8, 1e38, 1e300]) | st.floats(
+        min_value=1e-300, max_value=1e300
+    )
+    params = st.builds(
+        SamplingParams,
+        temperature=st.just(0.0) | positive,
+        top_k=st.integers(0, 2**31) | st.integers(0, 9),
+        top_p=st.floats(min_value=0, max_value=1, exclude_min=True) | st.sampled_from([1e-300, 1.0]),
+        min_p=st.floats(min_value=0, max_value=1) | st.sampled_from([1e-300, 1.0]),
+        repetition_penalty=positive,
+    )
+    big = float(torch.finfo(torch.float32).max)
+    value = st.sampled_from([0.0, -0.0, 1e-45, -1e-45, big, -big, 3e38, -3e38, -math.inf]) | st.floats(
+        min_value=-big, max_value=big, width=32
+    )
+    rows = st.lists(st.lists(value, min_size=8, max_size=8), min_size=1, max_size=3)
+    return params, rows.filter(lambda r: all(any(math.isfinite(v) for v in row) for row in r))
+
+
+def test_any_accepted_params_give_finite_probabilities():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    params_st, rows_st = _extreme_cases(st)
+
+    @hypothesis.settings(max_examples=400, deadline=None, database=None)
+    @hypothesis.given(params=params_st, rows=rows_st, seen=st.lists(st.integers(-1, 7), max_size=6))
+    def check(params, rows, seen):
+        logits = torch.tensor(rows, dtype=torch.float32)
+        prev = torch.tensor([seen or [-1]] * len(rows))
+        ids, logprobs = sample(logits, params, _gen(0), prev)
+        assert torch.isfinite(logprobs).all() and (logprobs <= 0).all(), (ids, logprobs)
+        penalised = apply_repetition_penalty(logits, prev, params.repetition_penalty)
+        if params.greedy:
+            assert torch.equal(ids, penalised.argmax(-1))
+            return
+        probs = truncated_probs(apply_temperature(penalised, params.temperature), params)
+        assert torch.isfinite(probs).all(), probs
+        torch.testing.assert_close(probs.sum(-1), torch.ones(len(rows)))
+        assert (probs.gather(1, ids[:, None]) > 0).all(), (probs, ids)
+
+    check()
+
+
+@pytest.mark.parametrize("field", ["temperature", "repetition_penalty"])
+def test_a_vanishing_parameter_samples_instead_of_raising(field):
+    """The reported failure: 1e-300 overflowed logits to inf and softmax to nan."""
+    logits = torch.tensor([[3.0, 0.0, -2.0, -math.inf], [-5.0, -6.0, -7.0, -8.0]])
+    ids, logprobs = sample(logits, SamplingParams(**{field: 1e-300}), _gen(0), torch.tensor([[0, 1, 2]] * 2))
+    assert torch.isfinite(logprobs).all() and ids.tolist()[0] == 0

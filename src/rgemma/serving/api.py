@@ -32,6 +32,7 @@ import json
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -69,6 +70,8 @@ from rgemma.text.sampling import SamplingParams
 
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 CHARS_PER_TOKEN_BOUND = 32  # longer texts are refused before tokenizing them
+MAX_STOP_STRINGS = 16  # OpenAI allows 4
+MAX_STOP_CHARS = 256  # per stop string: held-back text is checked against each on every token
 
 
 # --------------------------------------------------------------------------- request schema
@@ -97,8 +100,10 @@ class _Sampling(BaseModel):
     )
     frequency_penalty: float | None = Field(None, ge=-2, le=2, description="unsupported: only 0 is accepted")
     presence_penalty: float | None = Field(None, ge=-2, le=2, description="unsupported: only 0 is accepted")
-    stop: str | Annotated[list[str], Field(max_length=16)] | None = Field(
-        None, description="text that ends a choice; never included in the output"
+    stop: str | list[str] | None = Field(
+        None,
+        description=f"text that ends a choice; never included in the output "
+        f"(at most {MAX_STOP_STRINGS} strings of {MAX_STOP_CHARS} characters)",
     )
     seed: int | None = Field(None, ge=-(2**63), lt=2**64, description="choice j samples with seed + j")
     n: int = Field(1, ge=1, le=1024, description="choices per prompt; each is its own batch row")
@@ -273,19 +278,24 @@ class Service:
         if self.engine is not None:
             self.engine.drain(self.limits.shutdown_grace)
 
-    def authorized(self, authorization: str) -> bool:
-        """The `Authorization` header carries the key, compared in constant time."""
+    def authorized(self, authorization: bytes) -> bool:
+        """The raw `Authorization` header carries the key: its bytes are compared, in constant
+        time, with the key's UTF-8 bytes, so a non-ASCII key works (no latin-1 round trip)."""
         if self.api_key is None:
             return True
-        scheme, _, token = authorization.partition(" ")
-        given = token.strip().encode() if scheme.lower() == "bearer" else b""
-        return hmac.compare_digest(given, self.api_key.encode())
+        scheme, _, token = authorization.partition(b" ")
+        given = token.strip() if scheme.lower() == b"bearer" else b""
+        return hmac.compare_digest(given, self.api_key.encode("utf-8"))
 
     def ready(self) -> BatchEngine:
         if self.draining:
             raise APIError(503, "the server is shutting down", "server_error", code="shutdown")
         if self.engine is None:
             raise APIError(503, "the model is still loading", "server_error", code="model_loading")
+        if not self.engine.alive:
+            raise APIError(
+                503, "the engine loop has stopped; see the server log", "server_error", code="engine_stopped"
+            )
         return self.engine
 
     # ------------------------------------------------------------------ request -> engine
@@ -307,12 +317,7 @@ class Service:
                 "max_tokens",
                 "invalid_value",
             )
-        if prompts * body.n > self.limits.max_batch:
-            raise _bad(
-                f"{prompts} prompt(s) x n={body.n} sequences exceed the batch of {self.limits.max_batch}",
-                "n",
-                "invalid_value",
-            )
+        self._check_rows(prompts, body.n)
         sampling = SamplingParams(
             temperature=1.0 if body.temperature is None else body.temperature,
             top_k=body.top_k or 0,
@@ -321,16 +326,20 @@ class Service:
             repetition_penalty=1.0 if body.repetition_penalty is None else body.repetition_penalty,
         )
         stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+        _check_stop(stop, isinstance(body.stop, str))
         return RequestParams(
             max_tokens, sampling, stop, body.seed, body.n, body.ignore_eos, *requested_logprobs(body)
         )
 
     def completion_prompts(self, body: CompletionRequest) -> list[list[int]]:
+        """Token ids per prompt. Every limit that can be checked before tokenizing is: the
+        number of prompts, then each one's characters."""
         prompt = body.prompt
         if isinstance(prompt, str):
             return [self._encode(prompt, "prompt")]
         if not prompt:
             raise _bad("prompt must not be empty", "prompt", "invalid_value")
+        self._check_rows(1 if isinstance(prompt[0], int) else len(prompt), body.n)
         if isinstance(prompt[0], str):
             return [self._encode(p, f"prompt.{i}") for i, p in enumerate(prompt)]
         rows = [prompt] if isinstance(prompt[0], int) else prompt
@@ -344,11 +353,20 @@ class Service:
         return [list(ids) for ids in rows]
 
     def chat_prompt(self, body: ChatCompletionRequest) -> list[list[int]]:
+        if len(body.messages) > self.limits.max_prompt_tokens:  # each costs tokens: refuse unrendered
+            raise _bad(
+                f"{len(body.messages)} messages exceed the prompt limit of "
+                f"{self.limits.max_prompt_tokens} tokens",
+                "messages",
+                "context_length_exceeded",
+            )
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in body.messages
         ]
         self._check_chars(sum(len(m["content"]) for m in messages), "messages")
+        for i, m in enumerate(messages):
+            _check_unicode(m["content"], f"messages.{i}.content")
         try:
             ids = self.tokenizer.encode_chat(messages, add_generation_prompt=True)
         except ValueError as err:
@@ -358,6 +376,7 @@ class Service:
 
     def _encode(self, text: str, param: str) -> list[int]:
         self._check_chars(len(text), param)
+        _check_unicode(text, param)
         ids = self.tokenizer.encode(text)
         if not ids:
             raise _bad("the prompt is empty (no tokens)", param, "invalid_value")
@@ -371,6 +390,14 @@ class Service:
                 f"{self.limits.max_prompt_tokens} tokens",
                 param,
                 "context_length_exceeded",
+            )
+
+    def _check_rows(self, prompts: int, n: int) -> None:
+        if prompts * n > self.limits.max_batch:
+            raise _bad(
+                f"{prompts} prompt(s) x n={n} sequences exceed the batch of {self.limits.max_batch}",
+                "n",
+                "invalid_value",
             )
 
     def _check_length(self, tokens: int, param: str) -> None:
@@ -411,6 +438,27 @@ def requested_logprobs(body: _Sampling) -> tuple[int | None, int | None]:
     if isinstance(body, ChatCompletionRequest) and body.logprobs:
         return body.top_logprobs or 0, None
     return None, None
+
+
+def _check_stop(stop: tuple[str, ...], single: bool) -> None:
+    if len(stop) > MAX_STOP_STRINGS:
+        raise _bad(f"{len(stop)} stop strings; at most {MAX_STOP_STRINGS}", "stop", "invalid_value")
+    for i, text in enumerate(stop):
+        if len(text) > MAX_STOP_CHARS:
+            param = "stop" if single else f"stop.{i}"
+            raise _bad(
+                f"a stop string of {len(text)} characters; at most {MAX_STOP_CHARS}", param, "invalid_value"
+            )
+
+
+def _check_unicode(text: str, param: str) -> None:
+    """JSON may carry a lone surrogate ("\\ud800"), which is no text: no tokenizer takes it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise _bad(
+            f"{param} is not valid Unicode: a lone surrogate at character {err.start}", param, "invalid_value"
+        ) from None
 
 
 def _refuse_unsupported(body: _Sampling) -> None:
@@ -543,18 +591,28 @@ def _done_error(done: Done) -> APIError:
 
 
 async def _stream(job: Job, fmt: _Format):
-    for chunk in fmt.opening():
-        yield _sse(chunk)
-    async for event in job.events():
-        if isinstance(event, (Delta, PromptScored)):
-            for chunk in fmt.events(event):
-                yield _sse(chunk)
-        elif event.error:
-            err = _done_error(event)
-            yield _sse(error_body(err.message, err.type, None, err.code))
-        elif fmt.include_usage:
-            yield _sse(fmt.usage_chunk(event))
+    """The request's SSE chunks. Once the 200 is sent an error can only be an event, so one
+    raised here (a bug in formatting) ends this stream with an error event, like the engine's."""
+    try:
+        for chunk in fmt.opening():
+            yield _sse(chunk)
+        async for event in job.events():
+            for chunk in _chunks(event, fmt):
+                yield chunk
+    except Exception as err:
+        traceback.print_exc(file=sys.stderr)
+        message = f"internal error: {type(err).__name__}"
+        yield _sse(error_body(message, "server_error", None, "internal_error"))
     yield "data: [DONE]\n\n"
+
+
+def _chunks(event: Delta | PromptScored | Done, fmt: _Format) -> list[str]:
+    if isinstance(event, (Delta, PromptScored)):
+        return [_sse(chunk) for chunk in fmt.events(event)]
+    if event.error:
+        err = _done_error(event)
+        return [_sse(error_body(err.message, err.type, None, err.code))]
+    return [_sse(fmt.usage_chunk(event))] if fmt.include_usage else []
 
 
 class _EventStream(StreamingResponse):
@@ -718,6 +776,8 @@ class _Observe:
 
         try:
             refusal = self._refusal(scope)
+            if refusal is None and scope["method"] == "POST":
+                receive, refusal = await _bounded_body(receive, self.service.limits.max_body_bytes)
             if refusal is not None:
                 return await _error_response(refusal)(scope, receive, observed_send)
             await self.app(_as_json(scope), receive, observed_send)
@@ -725,31 +785,64 @@ class _Observe:
             self.service.metrics.count(endpoint, status)
 
     def _refusal(self, scope) -> APIError | None:
-        """A bad key or an oversized body, refused before the body is read."""
+        """A bad key or a body declared too large, refused before the body is read."""
         path = scope["path"]
         if (path.startswith("/v1/") or path == "/metrics") and not self.service.authorized(
             _header(scope, b"authorization")
         ):
             return UNAUTHORIZED
-        length = _header(scope, b"content-length")
+        length = _header(scope, b"content-length").decode("latin-1")
         if length.isdigit() and int(length) > self.service.limits.max_body_bytes:
-            return APIError(413, "request body too large", code="body_too_large")
+            return TOO_LARGE
         return None
+
+
+TOO_LARGE = APIError(413, "request body too large", code="body_too_large")
+
+
+async def _bounded_body(receive, limit: int):
+    """Read the body, whatever its framing (chunked, or a Content-Length that lies), and stop
+    at `limit` bytes: (a receive that replays it, None), or (receive, TOO_LARGE) with no more
+    than `limit` bytes and one chunk ever held. A disconnect is passed on as it came."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return _replay([], receive, message), None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return receive, TOO_LARGE
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return _replay(chunks, receive), None
+
+
+def _replay(chunks: list[bytes], receive, last: dict | None = None):
+    """A receive that gives the buffered body as one message, then defers to `receive`."""
+    first = last or {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+    pending = [first]
+
+    async def replay():
+        return pending.pop() if pending else await receive()
+
+    return replay
 
 
 def _as_json(scope):
     """Read a POST body as JSON whatever its Content-Type (`curl -d` says form-encoded)."""
-    if scope["method"] != "POST" or "json" in _header(scope, b"content-type"):
+    if scope["method"] != "POST" or b"json" in _header(scope, b"content-type"):
         return scope
     headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
     return dict(scope, headers=headers + [(b"content-type", b"application/json")])
 
 
-def _header(scope, name: bytes) -> str:
+def _header(scope, name: bytes) -> bytes:
+    """A header's raw bytes (b"" when absent)."""
     for key, value in scope.get("headers", ()):
         if key == name:
-            return value.decode("latin-1")
-    return ""
+            return value
+    return b""
 
 
 # --------------------------------------------------------------------------- the app
@@ -798,9 +891,9 @@ def create_app(
 def _routes(app: FastAPI, service: Service) -> None:
     bearer = HTTPBearer(auto_error=False)
 
-    def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    def authorize(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         """Documents the scheme in OpenAPI; _Observe has checked the key before the body is read."""
-        if not service.authorized(f"Bearer {credentials.credentials}" if credentials else ""):
+        if not service.authorized(_header(request.scope, b"authorization")):
             raise UNAUTHORIZED
 
     guarded = {"dependencies": [Depends(authorize)], "responses": ERROR_RESPONSES}

@@ -22,6 +22,13 @@ is the same as `engine.complete` alone with the same `prefill_chunk`, whatever e
 it. Each row samples with its own `torch.Generator`, so a seed reproduces a choice however the
 batch is made up.
 
+A failure is contained to its request: an exception while admitting, prefilling, sampling,
+detokenizing or delivering one request ends that request alone, with a `Done` carrying an
+"internal_error", and every other row goes on exactly as if it had never been there. Only a
+failure of the batched decode step (the model, which no single request owns) ends every
+request in flight; the loop goes on. Should the loop itself die, `alive` turns False (the
+server's /health answers 503) and the requests in flight are ended with an error.
+
 Request handlers live on an asyncio loop. They call `submit` and `cancel` (thread-safe) and
 read `Delta`s (with `PromptScored` first when the prompt is scored: the same chunked prefill,
 with the LM head over each chunk, text/scoring.py) and a closing `Done` from the request's
@@ -44,7 +51,7 @@ import torch
 
 from rgemma.models.state import State
 from rgemma.serving.limits import Limits
-from rgemma.text.core import Decoder, Row, Slots, prefill, row_generator
+from rgemma.text.core import ERROR, Decoder, Row, Slots, prefill, row_generator
 from rgemma.text.logprobs import TokenLogprobs
 from rgemma.text.output import TextStep, TextStream
 from rgemma.text.sampling import SamplingParams
@@ -180,7 +187,7 @@ class BatchEngine:
         self.eos = frozenset(tokenizer.stop_ids)
         self.stats = EngineStats()
         slots = Slots.allocate(model.config, max_batch, model.dtype, model.device)
-        self.decoder = Decoder(model, slots)  # rows are tagged (request, choice index)
+        self.decoder = Decoder(model, slots, isolate=True)  # rows are tagged (request, choice index)
         _fit_recompile_limit(model, len(slots.buckets))
         self._prefilling: list[_Prompt] = []
         self._waiting: deque[Request] = deque()
@@ -265,10 +272,18 @@ class BatchEngine:
 
     # ------------------------------------------------------------------ the engine thread
     def _loop(self) -> None:
-        while self._wait_for_work():
-            self.step()
-            time.sleep(0)  # hand the GIL to the HTTP thread between steps
-        self._abort_all("the server is shutting down", "shutdown")
+        message, code = "the server is shutting down", "shutdown"
+        try:
+            while self._wait_for_work():
+                self.step()
+                time.sleep(0)  # hand the GIL to the HTTP thread between steps
+        except BaseException as err:  # the thread ends, so `alive` (and /health) tell
+            traceback.print_exc(file=sys.stderr)
+            message, code = f"internal error: the engine stopped ({type(err).__name__})", "internal_error"
+        finally:
+            with self._wake:
+                self._accepting = False
+            self._abort_all(message, code)
 
     def _wait_for_work(self) -> bool:
         """Block until there is a step to take; False when the loop must end. Past a drain
@@ -286,7 +301,8 @@ class BatchEngine:
 
     def step(self) -> None:
         """One iteration: drop cancelled, admit, prefill a chunk budget, decode one token.
-        An exception (a bug, out of memory) ends the requests in flight, never the loop."""
+        A failure of one request ends that request (see `_fail`); one of the batched decode
+        step (a bug, out of memory) ends the requests in flight, never the loop."""
         try:
             with torch.no_grad():
                 self._drop_cancelled()
@@ -312,7 +328,10 @@ class BatchEngine:
         with self._wake:
             while self._waiting and self.active_rows + self._waiting[0].rows <= self.max_batch:
                 request = self._waiting.popleft()
-                self._prefilling += [_Prompt(request, i, ids) for i, ids in enumerate(request.prompts)]
+                self._contained(request, self._start, request)
+
+    def _start(self, request: Request) -> None:
+        self._prefilling += [_Prompt(request, i, ids) for i, ids in enumerate(request.prompts)]
 
     def _prefill(self) -> None:
         """Feed whole chunks, oldest prompt first, until this iteration's budget is spent.
@@ -323,15 +342,19 @@ class BatchEngine:
             size = min(self.prefill_chunk, len(p.ids) - p.fed)
             if size > budget:
                 return
-            ids = torch.tensor([p.ids[p.fed : p.fed + size]], device=self.model.device)
-            logits, p.state = self._feed(p, ids)
-            p.fed += size
             budget -= size
-            if p.fed == len(p.ids):
-                self._prefilling.pop(0)
-                self._join(p, logits)
+            self._contained(p.request, self._feed, p, size)
 
-    def _feed(self, p: _Prompt, ids: torch.Tensor) -> tuple[torch.Tensor, State]:
+    def _feed(self, p: _Prompt, size: int) -> None:
+        """One chunk of a prompt on its own state; the last one joins it to the decoder."""
+        ids = torch.tensor([p.ids[p.fed : p.fed + size]], device=self.model.device)
+        logits, p.state = self._read(p, ids)
+        p.fed += size
+        if p.fed == len(p.ids):
+            self._prefilling.pop(0)
+            self._join(p, logits)
+
+    def _read(self, p: _Prompt, ids: torch.Tensor) -> tuple[torch.Tensor, State]:
         """Prefill one chunk; score its tokens too when the request asks (text/scoring.py)."""
         top_n = p.request.params.prompt_logprobs
         if top_n is None:
@@ -384,7 +407,7 @@ class BatchEngine:
             self.stats.decode_seconds += time.perf_counter() - start
         self._count(len(events))
         for row, step in events:
-            self._deliver(row, step)
+            self._contained(row.tag[0], self._deliver, row, step)
 
     def _count(self, tokens: int) -> None:
         now = time.monotonic()
@@ -395,6 +418,10 @@ class BatchEngine:
 
     def _deliver(self, row: Row, step: TextStep) -> None:
         request, index = row.tag
+        if request.finished:  # failed earlier in this step: its other rows say nothing
+            return
+        if step.finish_reason == ERROR:
+            return self._fail(request, row.error)
         if step.text or step.finish_reason or step.scores:
             self._send(request, Delta(index, step.text, step.finish_reason, step.scores))
         if step.finish_reason is not None:
@@ -407,6 +434,29 @@ class BatchEngine:
         if request.open_rows == 0:
             request.finished = True
             self._send(request, Done(request.prompt_tokens, request.completion_tokens))
+
+    def _contained(self, request: Request, stage, *args) -> None:
+        """Run one request's part of an iteration; if it raises, that request alone fails."""
+        try:
+            stage(*args)
+        except Exception as err:
+            self._fail(request, err)
+
+    def _fail(self, request: Request, err: BaseException | None) -> None:
+        """End one request with an internal error: its prompts and rows leave at once, and
+        nothing else moves (a leaving row's slot is refilled as when a row finishes)."""
+        if err is not None:
+            traceback.print_exception(err, file=sys.stderr)
+        self._prefilling = [p for p in self._prefilling if p.request is not request]
+        for row in self.decoder.live:
+            if row.tag[0] is request:
+                self.decoder.leave(row)
+        if not request.finished:
+            request.finished = True
+            message = f"internal error: {type(err).__name__}: {err}"
+            self._send(
+                request, Done(request.prompt_tokens, request.completion_tokens, message, "internal_error")
+            )
 
     def _abort_all(self, message: str, code: str) -> None:
         """End every request in flight with an error (shutdown, or a failed step)."""

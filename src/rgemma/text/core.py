@@ -18,11 +18,17 @@ Sampling runs once per step for the whole batch: rows with equal SamplingParams 
 row's tokens however the batch is made up. Finish reasons: "stop" (an EOS id or a stop
 string) and "length" (the token budget). A row with `top_logprobs` set also gets, per token,
 the model's own logprobs with the top alternatives (`TextStep.scores`, text/logprobs.py).
+
+A Decoder made with `isolate` (the server) contains a failure to its row: a row whose
+sampling or detokenizing raises ends with finish reason "error" and the exception in
+`row.error`, and every other row gets exactly the token it would have got without it. A
+failure of the batched model step itself belongs to no one row and is raised.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,10 +39,10 @@ from rgemma.models.state import State
 from rgemma.text.logprobs import token_logprobs
 from rgemma.text.output import TextStep, TextStream
 from rgemma.text.processors import Rules, apply_rules, sampling_scores
-from rgemma.text.sampling import PAD_ID, SamplingParams, sample
+from rgemma.text.sampling import PAD_ID, SamplingParams, sample, uniforms
 
 PREFILL_CHUNK = 2048
-STOP, LENGTH = "stop", "length"  # the finish reasons
+STOP, LENGTH, ERROR = "stop", "length", "error"  # the finish reasons
 
 
 @torch.no_grad()
@@ -115,6 +121,7 @@ class Row:
     generated: int = 0
     last: int = -1  # the token to feed next
     finish_reason: str | None = None
+    error: Exception | None = None  # why the row ended with ERROR (an isolating Decoder)
     slot: int = -1
     pending: _Pending | None = None
     top_logprobs: int | None = None  # None: no scores; n: each TextStep's `scores`, n alternatives
@@ -139,22 +146,34 @@ class Row:
         return self.sampling.repetition_penalty != 1 or self.rules.needs_history
 
 
-def sample_rows(logits: torch.Tensor, rows: Sequence[Row]) -> tuple[list[int], list[float]]:
+def sample_rows(
+    logits: torch.Tensor, rows: Sequence[Row], isolate: bool = False
+) -> tuple[list[int], list[float]]:
     """A token and its logprob for each row (its logits in logits[i], (B, V)), with its own
     params and generator: one batched `sample` call per distinct SamplingParams, never one
     per row, and a row's random draw comes from its generator alone. Each row's Rules (the
-    logits processors) forbid tokens first."""
+    logits processors) forbid tokens first.
+
+    With `isolate`, a row whose sampling raises gets its `error` set (token -1) and the others
+    are unaffected: each row draws its uniform once, before anything can fail, and a group
+    that raises is sampled again row by row with the same uniforms."""
     logits = apply_row_rules(logits, rows)
     groups: dict[SamplingParams, list[int]] = {}
     for i, row in enumerate(rows):
         groups.setdefault(row.sampling, []).append(i)
-    if len(groups) == 1:
-        tokens, logprobs = _sample_group(logits, rows)
-        return tokens.tolist(), logprobs.tolist()
-    tokens = torch.empty(len(rows), dtype=torch.long, device=logits.device)
-    logprobs = torch.empty(len(rows), dtype=torch.float32, device=logits.device)
+    tokens = torch.full((len(rows),), -1, dtype=torch.long, device=logits.device)
+    logprobs = torch.full((len(rows),), math.nan, dtype=torch.float32, device=logits.device)
     for index in groups.values():
-        tokens[index], logprobs[index] = _sample_group(logits[index], [rows[i] for i in index])
+        group = [rows[i] for i in index]
+        u = _draw(group, logits.device, isolate)
+        try:
+            part = logits if len(groups) == 1 else logits[index]
+            tokens[index], logprobs[index] = _sample_group(part, group, u)
+        except Exception:
+            if not isolate:
+                raise
+            for k, i in enumerate(index):
+                tokens[i], logprobs[i] = _sample_alone(logits[i : i + 1], rows[i], u, k)
     return tokens.tolist(), logprobs.tolist()
 
 
@@ -182,11 +201,38 @@ def score_rows(logits: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor:
     return out
 
 
-def _sample_group(logits: torch.Tensor, rows: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor]:
+def _draw(rows: Sequence[Row], device, isolate: bool) -> torch.Tensor | None:
+    """Each row's uniform for this step (None: greedy draws nothing). With `isolate` a row
+    whose generator fails gets its `error` and a placeholder."""
+    if rows[0].sampling.greedy:
+        return None
+    if not isolate:
+        return uniforms([r.generator for r in rows], len(rows), device)
+    u = torch.zeros(len(rows), dtype=torch.float64, device=device)
+    for k, row in enumerate(rows):
+        try:
+            u[k] = uniforms([row.generator], 1, device)[0]
+        except Exception as err:
+            row.error = err
+    return u
+
+
+def _sample_group(
+    logits: torch.Tensor, rows: Sequence[Row], u: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     params = rows[0].sampling
-    generators = None if params.greedy else [r.generator for r in rows]
     prev = _history(rows, logits.device) if params.repetition_penalty != 1 else None
-    return sample(logits, params, generators, prev)
+    return sample(logits, params, None, prev, u=u)
+
+
+def _sample_alone(logits: torch.Tensor, row: Row, u: torch.Tensor | None, k: int) -> tuple[int, float]:
+    if row.error is None:
+        try:
+            token, logprob = _sample_group(logits, [row], None if u is None else u[k : k + 1])
+            return int(token), float(logprob)
+        except Exception as err:
+            row.error = err
+    return -1, math.nan
 
 
 def _history(rows: Sequence[Row], device) -> torch.Tensor:
@@ -254,8 +300,8 @@ class Decoder:
     it (a batch adopted in place, perhaps a caller's State) rows never move, and finished
     rows are fed as padding until the rows behind them are done."""
 
-    def __init__(self, model, slots: Slots, pack: bool = True, record: bool = False):
-        self.model, self.slots, self.pack = model, slots, pack
+    def __init__(self, model, slots: Slots, pack: bool = True, record: bool = False, isolate: bool = False):
+        self.model, self.slots, self.pack, self.isolate = model, slots, pack, isolate
         self.rows: list[Row | None] = [None] * slots.capacity
         self.decoded = 0  # rows the last step fed through the model (first tokens excluded)
         self.record = record  # keep each step's raw logits and processed scores (output_scores)
@@ -326,9 +372,9 @@ class Decoder:
         logits = torch.cat(parts) if len(parts) > 1 else parts[0]
         if self.record:  # before sampling: the rows' histories are those the step sees
             self.recorded = (rows, logits, score_rows(logits, rows))
-        tokens, logprobs = sample_rows(logits, rows)
-        events = [(row, row.advance(t, lp)) for row, t, lp in zip(rows, tokens, logprobs)]
-        _attach_scores(logits, events)
+        tokens, logprobs = sample_rows(logits, rows, self.isolate)
+        events = [(row, self._advance(row, t, lp)) for row, t, lp in zip(rows, tokens, logprobs)]
+        _attach_scores(logits, [(r, e) for r, e in events if e.finish_reason != ERROR])
         for row in joining:
             self._settle(row)
         for row, event in events:
@@ -336,6 +382,19 @@ class Decoder:
                 self.leave(row)
         self.decoded = len(decoding)
         return events
+
+    def _advance(self, row: Row, token: int, logprob: float) -> TextStep:
+        """`row.advance`; when isolating, a row that failed (here or in sampling) ends with
+        ERROR instead of raising."""
+        if row.error is None:
+            try:
+                return row.advance(token, logprob)
+            except Exception as err:
+                if not self.isolate:
+                    raise
+                row.error = err
+        row.finish_reason = ERROR
+        return TextStep(token, "", logprob, ERROR)
 
     def _decode(self, rows: list[Row]) -> torch.Tensor:
         """Feed each row's last token through one decode step on the smallest bucket of slots

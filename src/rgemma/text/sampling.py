@@ -5,8 +5,12 @@
     repetition penalty -> temperature -> top-k -> top-p -> min-p -> sample
 
 Each filter masks tokens with -inf and always keeps the most likely token, so a row never
-becomes empty. Temperature 0 means greedy: the argmax of the penalised logits, with
-temperature and the truncation filters skipped. Randomness comes only from the explicit
+becomes empty. Every accepted parameter, extremes such as 1e-300 and 1e300 included, gives
+finite probabilities for logits that are finite or -inf (masked) with a finite maximum: a
+row's top token keeps a probability > 0 however far the others are pushed.
+
+Temperature 0 means greedy: the argmax of the penalised logits, with temperature and the
+truncation filters skipped. Randomness comes only from the explicit
 `torch.Generator`, so a seed reproduces a run. Nothing here knows about the model.
 """
 
@@ -80,15 +84,35 @@ def apply_repetition_penalty(
     valid = prev_ids != PAD_ID
     # scatter_add (not scatter) because repeated ids, pads included, hit the same slot.
     counts = torch.zeros_like(logits).scatter_add_(1, prev_ids.clamp(min=0).long(), valid.to(logits.dtype))
+    penalty = _representable(penalty, logits.dtype)
     penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    # An extreme penalty overflows a finite logit to +-inf (softmax: nan); clamp it to the
+    # dtype's range. A masked -inf stays -inf.
+    big = torch.finfo(logits.dtype).max
+    penalised = torch.where(torch.isfinite(logits), penalised.clamp(-big, big), logits)
     return torch.where(counts > 0, penalised, logits)
+
+
+def _representable(x: float, dtype: torch.dtype) -> float:
+    """A positive scalar clamped to the normal range of `dtype`, which is what an op with a
+    tensor of that dtype computes with: 1e-300 would be 0 there and 1e300 inf (0 * inf: nan)."""
+    info = torch.finfo(dtype)
+    return min(max(x, info.tiny), info.max)
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Divide logits by a temperature > 0 (greedy decoding is handled by `sample`)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 here, got {temperature}; use greedy for 0")
-    return logits if temperature == 1.0 else logits / temperature
+    if temperature == 1.0:
+        return logits
+    scaled = logits / _representable(temperature, logits.dtype)
+    # A tiny temperature can overflow a row: its top logit to +inf, or all of it to -inf
+    # (softmax: nan). Such rows are scaled after subtracting their max, so the top token sits
+    # at 0 and the rest at or below it. Other rows keep the plain quotient, bit for bit.
+    top = logits.amax(dim=-1, keepdim=True)
+    shifted = (logits - top) / _representable(temperature, logits.dtype)
+    return torch.where(torch.isfinite(scaled.amax(dim=-1, keepdim=True)), scaled, shifted)
 
 
 def apply_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -128,6 +152,7 @@ def sample(
     params: SamplingParams,
     generator: torch.Generator | Sequence[torch.Generator | None] | None,
     prev_ids: torch.Tensor | None = None,
+    u: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per row. logits: (B, V); prev_ids: (B, N) or None.
 
@@ -135,17 +160,25 @@ def sample(
     under the penalised, temperature-scaled distribution, before top-k/top-p/min-p
     truncation (for greedy: the penalised logits at temperature 1). `generator` is one
     generator for the batch, or one per row (rows may share one): see `uniforms`. Generators
-    must be on the logits' device; None uses torch's global RNG.
+    must be on the logits' device; None uses torch's global RNG. `u` (B,) gives the rows'
+    uniforms drawn already (the generator is then unused), so a retried row draws nothing new.
     """
     logits = apply_repetition_penalty(logits.float(), prev_ids, params.repetition_penalty)
     if params.greedy:
         token_ids = logits.argmax(dim=-1)
     else:
         logits = apply_temperature(logits, params.temperature)
-        kept = apply_min_p(apply_top_p(apply_top_k(logits, params.top_k), params.top_p), params.min_p)
-        token_ids = draw(kept.softmax(dim=-1), uniforms(generator, logits.shape[0], logits.device))
+        u = uniforms(generator, logits.shape[0], logits.device) if u is None else u
+        token_ids = draw(truncated_probs(logits, params), u)
     logprobs = logits.log_softmax(dim=-1).gather(1, token_ids[:, None]).squeeze(1)
     return token_ids, logprobs
+
+
+def truncated_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """The distribution tokens are drawn from: top-k, top-p and min-p applied to penalised,
+    temperature-scaled logits (B, V), then softmax."""
+    kept = apply_min_p(apply_top_p(apply_top_k(logits, params.top_k), params.top_p), params.min_p)
+    return kept.softmax(dim=-1)
 
 
 def uniforms(
