@@ -17,9 +17,16 @@ the first n slots, n rounded up to a power of two (or max_batch), so a compiled 
 (`serve(compile=True)`) compiles once per block kind (recurrent, attention) and bucket: at
 most kinds * (ceil(log2(max_batch)) + 1) graphs, whatever the traffic.
 
+A prompt starts after its longest prefix held by the state cache (serving/state_cache.py,
+`--state-cache-mb`): the end of an earlier prompt or reply (a chat's next turn), or a prefix
+two prompts share (a system prompt). The cache keeps each prompt's state when it has been read
+and each row's when it ends; prompts whose tokens are scored bypass it.
+
 The model is exact per row and padding is invisible, so under greedy decoding a request's text
 is the same as `engine.complete` alone with the same `prefill_chunk`, whatever else runs beside
-it. Each row samples with its own `torch.Generator`, so a seed reproduces a choice however the
+it. From a cached prefix it is the same up to float rounding: chunks still end where a cold
+start ends them, but a reply in the cached state was read by decode steps, not by a prefill.
+Each row samples with its own `torch.Generator`, so a seed reproduces a choice however the
 batch is made up.
 
 Request handlers live on an asyncio loop. They call `submit` and `cancel` (thread-safe) and
