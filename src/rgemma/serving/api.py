@@ -64,6 +64,7 @@ from rgemma.serving.scheduler import (
     Request as Job,
 )
 from rgemma.serving.scores import RequestLogprobs
+from rgemma.serving.state_cache import metric_values as state_cache_metrics
 from rgemma.serving.tokenizer_routes import TOKENIZER_ROUTES, tokenizer_routes
 from rgemma.text.logprobs import MAX_TOP_LOGPROBS
 from rgemma.text.sampling import SamplingParams
@@ -263,7 +264,12 @@ class Service:
         try:
             model, tokenizer = self.loader()
             engine = BatchEngine(
-                model, tokenizer, self.limits.max_batch, self.limits.max_queue, self.limits.prefill_chunk
+                model,
+                tokenizer,
+                self.limits.max_batch,
+                self.limits.max_queue,
+                self.limits.prefill_chunk,
+                state_cache_mb=self.limits.state_cache_mb,
             )
             engine.start()
             self.tokenizer, self.engine = tokenizer, engine
@@ -736,6 +742,7 @@ class Metrics:
                 stats.state_bytes if stats else 0,
             ),
         ]
+        values += state_cache_metrics(engine.cache if engine is not None else None)
         for name, kind, help_, value in values:
             lines += [
                 f"# HELP rgemma_{name} {help_}",

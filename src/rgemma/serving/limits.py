@@ -14,8 +14,8 @@ def _limit(default, help: str, metavar: str = "N"):
 
 @dataclass
 class Limits:
-    """What the server accepts and how it batches. The scheduler gets max_batch, max_queue and
-    prefill_chunk from here."""
+    """What the server accepts and how it batches. The scheduler gets max_batch, max_queue,
+    prefill_chunk and state_cache_mb from here."""
 
     max_batch: int = _limit(32, "sequences decoded together")
     max_queue: int = _limit(256, "requests that may wait for a batch slot; more get 429")
@@ -23,6 +23,12 @@ class Limits:
     max_tokens: int = _limit(4096, "most new tokens per request; the chat default")
     prefill_chunk: int = _limit(
         256, "prompt tokens read per engine step, so long prompts do not stall decoding"
+    )
+    state_cache_mb: float = _limit(
+        1024.0,
+        "memory for cached prompt states (serving/state_cache.py), so a prompt that starts like an "
+        "earlier one (the next turn of a chat, a shared system prompt) skips that prefix; 0 is off",
+        "MB",
     )
     shutdown_grace: float = _limit(30.0, "seconds in-flight requests get after SIGTERM", "SECONDS")
 
@@ -35,5 +41,5 @@ class Limits:
         for name in ("max_batch", "max_prompt_tokens", "max_tokens", "prefill_chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.max_queue < 0 or self.shutdown_grace < 0:
-            raise ValueError("--max-queue and --shutdown-grace must be >= 0")
+        if self.max_queue < 0 or self.shutdown_grace < 0 or self.state_cache_mb < 0:
+            raise ValueError("--max-queue, --shutdown-grace and --state-cache-mb must be >= 0")

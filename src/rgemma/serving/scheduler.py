@@ -17,9 +17,16 @@ the first n slots, n rounded up to a power of two (or max_batch), so a compiled 
 (`serve(compile=True)`) compiles once per block kind (recurrent, attention) and bucket: at
 most kinds * (ceil(log2(max_batch)) + 1) graphs, whatever the traffic.
 
+A prompt starts after its longest prefix held by the state cache (serving/state_cache.py,
+`--state-cache-mb`): the end of an earlier prompt or reply (a chat's next turn), or a prefix
+two prompts share (a system prompt). The cache keeps each prompt's state when it has been read
+and each row's when it ends; prompts whose tokens are scored bypass it.
+
 The model is exact per row and padding is invisible, so under greedy decoding a request's text
 is the same as `engine.complete` alone with the same `prefill_chunk`, whatever else runs beside
-it. Each row samples with its own `torch.Generator`, so a seed reproduces a choice however the
+it. From a cached prefix it is the same up to float rounding: chunks still end where a cold
+start ends them, but a reply in the cached state was read by decode steps, not by a prefill.
+Each row samples with its own `torch.Generator`, so a seed reproduces a choice however the
 batch is made up.
 
 A failure is contained to its request: an exception while admitting, prefilling, sampling,
@@ -51,6 +58,7 @@ import torch
 
 from rgemma.models.state import State
 from rgemma.serving.limits import Limits
+from rgemma.serving.state_cache import StateCache, row_of
 from rgemma.text.core import ERROR, Decoder, Row, Slots, prefill, row_generator
 from rgemma.text.logprobs import TokenLogprobs
 from rgemma.text.output import TextStep, TextStream
@@ -152,6 +160,9 @@ class _Prompt:
     fed: int = 0
     state: State | None = None
     scorer: ChunkScorer | None = None  # when the prompt's tokens are scored
+    logits: torch.Tensor | None = None  # (V,) after the `fed` tokens
+    planned: bool = False  # looked up in the state cache
+    boundary: int = 0  # keep the state here on the way (a prefix shared with other prompts)
 
 
 @dataclass
@@ -179,6 +190,7 @@ class BatchEngine:
         max_batch: int = Limits.max_batch,
         max_queue: int = Limits.max_queue,
         prefill_chunk: int = Limits.prefill_chunk,
+        state_cache_mb: float = Limits.state_cache_mb,
     ):
         if max_batch < 1 or max_queue < 0 or prefill_chunk < 1:
             raise ValueError("max_batch and prefill_chunk must be >= 1, max_queue >= 0")
@@ -188,6 +200,9 @@ class BatchEngine:
         self.stats = EngineStats()
         slots = Slots.allocate(model.config, max_batch, model.dtype, model.device)
         self.decoder = Decoder(model, slots, isolate=True)  # rows are tagged (request, choice index)
+        self.cache = StateCache.from_mb(state_cache_mb)  # None: off (serving/state_cache.py)
+        if self.cache is not None:
+            self.decoder.on_finish = self._remember_reply
         _fit_recompile_limit(model, len(slots.buckets))
         self._prefilling: list[_Prompt] = []
         self._waiting: deque[Request] = deque()
@@ -335,24 +350,40 @@ class BatchEngine:
 
     def _prefill(self) -> None:
         """Feed whole chunks, oldest prompt first, until this iteration's budget is spent.
-        Chunks start at multiples of `prefill_chunk`, as `engine.complete` would cut them."""
+        A prompt starts after its longest cached prefix; chunks end at multiples of
+        `prefill_chunk`, as `engine.complete` would cut them (and at a shared prefix to keep)."""
         budget = self.prefill_chunk
         while self._prefilling:
             p = self._prefilling[0]
-            size = min(self.prefill_chunk, len(p.ids) - p.fed)
+            if not p.planned:
+                self._resume(p)
+            size = self._chunk(p)
             if size > budget:
                 return
             budget -= size
-            self._contained(p.request, self._feed, p, size)
+            self._contained(p.request, self._advance_prompt, p, size)
 
-    def _feed(self, p: _Prompt, size: int) -> None:
-        """One chunk of a prompt on its own state; the last one joins it to the decoder."""
+    def _advance_prompt(self, p: _Prompt, size: int) -> None:
+        """One chunk of `p` (none when the cache covered it), and its join once it is read."""
+        if size:
+            self._feed_chunk(p, size)
+        if p.fed == len(p.ids):
+            self._prefilling.pop(0)
+            self._join(p)
+
+    def _chunk(self, p: _Prompt) -> int:
+        """The size of `p`'s next chunk: up to the next multiple of prefill_chunk, the shared
+        prefix to keep, or the end of the prompt."""
+        end = p.boundary if p.fed < p.boundary else len(p.ids)
+        return min((p.fed // self.prefill_chunk + 1) * self.prefill_chunk, end) - p.fed
+
+    def _feed_chunk(self, p: _Prompt, size: int) -> None:
         ids = torch.tensor([p.ids[p.fed : p.fed + size]], device=self.model.device)
         logits, p.state = self._read(p, ids)
         p.fed += size
-        if p.fed == len(p.ids):
-            self._prefilling.pop(0)
-            self._join(p, logits)
+        p.logits = logits[0]
+        if p.fed == p.boundary:  # the prompt goes on in p.state: keep a copy
+            self.cache.put(p.ids[: p.fed], p.state.clone(), p.logits)
 
     def _read(self, p: _Prompt, ids: torch.Tensor) -> tuple[torch.Tensor, State]:
         """Prefill one chunk; score its tokens too when the request asks (text/scoring.py)."""
@@ -363,12 +394,41 @@ class BatchEngine:
             p.scorer = ChunkScorer(self.model, 1, top_n)
         return p.scorer.feed(ids), p.scorer.state
 
-    def _join(self, p: _Prompt, logits: torch.Tensor) -> None:
+    # ------------------------------------------------------------------ the state cache
+    def _resume(self, p: _Prompt) -> None:
+        """Start `p` after its longest cached prefix: a copy of the cached row to prefill on,
+        or, when the cache covers the whole prompt, the row itself (only read: the decoder
+        copies it into a slot). Prompts whose tokens are scored read everything."""
+        p.planned = True
+        if self.cache is None or p.request.params.prompt_logprobs is not None:
+            return
+        plan = self.cache.plan(p.ids)
+        p.boundary = plan.boundary
+        if plan.entry is not None:
+            p.fed, p.logits = plan.entry.length, plan.entry.logits
+            p.state = plan.entry.state if p.fed == len(p.ids) else plan.entry.state.clone()
+
+    def _remember_prompt(self, p: _Prompt) -> None:
+        """Keep the prompt's state: the rows only read it from here on, so no copy."""
+        if self.cache is not None and p.scorer is None:
+            self.cache.put(p.ids, p.state, p.logits)
+
+    def _remember_reply(self, row: Row, logits: torch.Tensor) -> None:
+        """Decoder.on_finish: keep a finished row's state (prompt + reply but its last token)."""
+        request, index = row.tag
+        if request.cancelled or request.params.prompt_logprobs is not None:
+            return
+        ids = request.prompts[index // request.params.n] + row.tokens[:-1]
+        self.cache.put(ids, row_of(self.decoder.slots.state, row.slot), logits.clone())
+
+    # ------------------------------------------------------------------ joining the decoder
+    def _join(self, p: _Prompt) -> None:
         """The prompt's `n` choices join the decoder; its state is copied into a slot for
         each choice that goes on after its first token (sampled at the next core step).
         With max_tokens 0 the choices end here, with the prompt's scores alone."""
         request, n = p.request, p.request.params.n
         self.stats.prompt_tokens += len(p.ids)
+        self._remember_prompt(p)
         if p.scorer is not None:
             self._send(request, PromptScored(p.index, p.ids, p.scorer.scores[0]))
         if request.params.max_tokens == 0:
@@ -377,7 +437,7 @@ class BatchEngine:
                 self._close(request, 0)
             return
         for j in range(n):
-            self.decoder.join(self._new_row(request, p.index * n + j, p.ids, j), logits[0], p.state)
+            self.decoder.join(self._new_row(request, p.index * n + j, p.ids, j), p.logits, p.state)
 
     def _new_row(self, request: Request, index: int, prompt: list[int], j: int) -> Row:
         params = request.params
@@ -394,6 +454,7 @@ class BatchEngine:
             history=list(prompt) if sampling.repetition_penalty != 1 else [],
             tag=(request, index),
             top_logprobs=params.logprobs,
+            tokens=None if self.cache is None else [],
         )
 
     def _decode(self) -> None:

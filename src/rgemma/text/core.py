@@ -125,12 +125,15 @@ class Row:
     slot: int = -1
     pending: _Pending | None = None
     top_logprobs: int | None = None  # None: no scores; n: each TextStep's `scores`, n alternatives
+    tokens: list[int] | None = None  # a list: every sampled id is appended (the server's cache keys)
 
     def advance(self, token: int, logprob: float) -> TextStep:
         """Take a sampled token: its printable text (stop strings held back) and whether the
         row ends here (an EOS id, a stop string, the budget). An EOS token shows no text."""
         self.generated += 1
         self.last = token
+        if self.tokens is not None:
+            self.tokens.append(token)
         if self.keeps_history:
             self.history.append(token)
         is_eos = token in self.eos_ids
@@ -298,10 +301,15 @@ class Decoder:
     With `pack` (the server), live rows always fill the first slots: a row that leaves is
     replaced by the last one, so the decoded view is as small as the live rows allow. Without
     it (a batch adopted in place, perhaps a caller's State) rows never move, and finished
-    rows are fed as padding until the rows behind them are done."""
+    rows are fed as padding until the rows behind them are done.
+
+    `on_finish(row, logits)`, when set, sees each decoded row that finishes, before it leaves:
+    its slot still holds its state (the prompt and every sampled token but the last) and
+    `logits` (V,) are those its last token was sampled from (the server's state cache)."""
 
     def __init__(self, model, slots: Slots, pack: bool = True, record: bool = False, isolate: bool = False):
         self.model, self.slots, self.pack, self.isolate = model, slots, pack, isolate
+        self.on_finish = None
         self.rows: list[Row | None] = [None] * slots.capacity
         self.decoded = 0  # rows the last step fed through the model (first tokens excluded)
         self.record = record  # keep each step's raw logits and processed scores (output_scores)
@@ -377,6 +385,10 @@ class Decoder:
         _attach_scores(logits, [(r, e) for r, e in events if e.finish_reason != ERROR])
         for row in joining:
             self._settle(row)
+        if self.on_finish is not None:
+            for row, row_logits in zip(decoding, logits):
+                if row.finish_reason not in (None, ERROR):  # a failed row's state is not kept
+                    self.on_finish(row, row_logits)
         for row, event in events:
             if event.finish_reason is not None:
                 self.leave(row)
