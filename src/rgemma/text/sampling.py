@@ -137,15 +137,27 @@ def sample(
     generator for the batch, or one per row (rows may share one): see `uniforms`. Generators
     must be on the logits' device; None uses torch's global RNG.
     """
+    probs, logprobs = distribution(logits, params, prev_ids)
+    if params.greedy:
+        token_ids = probs.argmax(dim=-1)
+    else:
+        token_ids = draw(probs, uniforms(generator, logits.shape[0], logits.device))
+    return token_ids, logprobs.gather(1, token_ids[:, None]).squeeze(1)
+
+
+def distribution(
+    logits: torch.Tensor, params: SamplingParams, prev_ids: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `sample` draws from and what it reports, both (B, V) float32: the probabilities
+    after every filter (greedy: one-hot at the argmax of the penalised logits) and the
+    logprobs before truncation (see `sample`). Speculative decoding accepts drafts by them."""
     logits = apply_repetition_penalty(logits.float(), prev_ids, params.repetition_penalty)
     if params.greedy:
-        token_ids = logits.argmax(dim=-1)
-    else:
-        logits = apply_temperature(logits, params.temperature)
-        kept = apply_min_p(apply_top_p(apply_top_k(logits, params.top_k), params.top_p), params.min_p)
-        token_ids = draw(kept.softmax(dim=-1), uniforms(generator, logits.shape[0], logits.device))
-    logprobs = logits.log_softmax(dim=-1).gather(1, token_ids[:, None]).squeeze(1)
-    return token_ids, logprobs
+        probs = torch.zeros_like(logits).scatter_(1, logits.argmax(dim=-1, keepdim=True), 1.0)
+        return probs, logits.log_softmax(dim=-1)
+    logits = apply_temperature(logits, params.temperature)
+    kept = apply_min_p(apply_top_p(apply_top_k(logits, params.top_k), params.top_p), params.min_p)
+    return kept.softmax(dim=-1), logits.log_softmax(dim=-1)
 
 
 def uniforms(
