@@ -94,6 +94,7 @@ def test_prompt_lookup_proposes_latest_match():
     assert lookup.propose(tokens, 3, None)[0] == [4, 5, 1]  # the latest "1 2" before the end
     assert lookup.propose(tokens + [7], 3, None)[0] == []  # no earlier 7
     assert PromptLookup(2).propose([1, 2, 3, 1], 2, None)[0] == [2, 3]  # falls back to one token
+    assert PromptLookup(2).propose([5, 1, 2, 1, 2], 5, None)[0] == [1, 2, 1, 2, 1]  # a repeating tail
 
 
 def test_draft_length_follows_acceptance():

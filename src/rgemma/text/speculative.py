@@ -40,7 +40,8 @@ class Speculation:
     prompt_lookup: bool = False
     draft_tokens: int | None = None
     max_draft: int = MAX_DRAFT
-    ngram: int = 3  # prompt lookup matches the last ngram .. 1 tokens, longest first
+    ngram: int = 3  # prompt lookup matches the last ngram .. min_ngram tokens, longest first
+    min_ngram: int = 2  # one token matches too much: its drafts are mostly rejected
 
     def __post_init__(self) -> None:
         if (self.draft_model is None) == (not self.prompt_lookup):
@@ -52,7 +53,7 @@ class Speculation:
 
     def drafter(self, model):
         if self.prompt_lookup:
-            return PromptLookup(self.ngram)
+            return PromptLookup(self.ngram, self.min_ngram)
         check_vocab(model, self.draft_model)
         return DraftModel(self.draft_model)
 
@@ -110,19 +111,19 @@ def speedup(rate: float, k: int, slope: float) -> float:
 # --------------------------------------------------------------------------- drafters
 class PromptLookup:
     """Proposes what followed the latest earlier occurrence of the context's last n tokens
-    (n = ngram .. 1, longest first); nothing when there is none. Its q is a point mass."""
+    (n = ngram .. min_ngram, longest first); nothing when there is none. Its q is a point mass."""
 
-    def __init__(self, ngram: int = 3):
-        self.ngram = ngram
+    def __init__(self, ngram: int = 3, min_ngram: int = 1):
+        self.ngram, self.min_ngram = ngram, min_ngram
         self.index: list[dict[tuple, int]] = [{} for _ in range(ngram + 1)]
         self.indexed = 0
 
     def propose(self, tokens: list[int], k: int, row: Row) -> tuple[list[int], None]:
         self._index(tokens)
-        for n in range(min(self.ngram, len(tokens)), 0, -1):
+        for n in range(min(self.ngram, len(tokens)), self.min_ngram - 1, -1):
             start = self.index[n].get(tuple(tokens[-n:]))
             if start is not None:
-                return tokens[start : start + k], None
+                return _copy(tokens, start, k), None
         return [], None
 
     def _index(self, tokens: list[int]) -> None:
@@ -134,6 +135,15 @@ class PromptLookup:
 
     def accepted(self, tokens_before: int, n: int) -> None:
         pass
+
+
+def _copy(tokens: list[int], start: int, k: int) -> list[int]:
+    """k tokens copied from `start` on; a copy that reaches the end goes on copying itself,
+    as LZ77 does (a repeating tail repeats)."""
+    out: list[int] = []
+    for i in range(start, start + k):
+        out.append(tokens[i] if i < len(tokens) else out[i - len(tokens)])
+    return out
 
 
 class DraftModel:
