@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from rgemma.text.core import Row, Slots, prefill  # noqa: E402
 from rgemma.text.sampling import SamplingParams  # noqa: E402
-from rgemma.text.speculative import Speculation, SpeculativeDecoder, speedup  # noqa: E402
+from rgemma.text.speculative import VERIFY_SLOPE, Speculation, SpeculativeDecoder, speedup  # noqa: E402
 
 RATES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
@@ -121,17 +121,19 @@ def compare(model, prompt: list[int], new: int, speculations: dict[str, Speculat
         tokens, secs, decoder = decode(model, prompt, new, spec, eos)
         same = "identical" if tokens == plain else "DIFFERENT"
         per_check = (decoder.accepted + decoder.rounds) / max(decoder.rounds, 1)
+        projected = max(speedup(decoder.rate, k, VERIFY_SLOPE) for k in range(1, 9))
         print(
             f"  {name:<16} {len(tokens) / secs:7.1f} tok/s  x{seconds / secs:.2f}  accepted "
-            f"{decoder.accepted}/{decoder.drafted} ({decoder.acceptance:.2f}), {per_check:.2f} tokens "
-            f"per check of {decoder.rounds}  {same}"
+            f"{decoder.accepted}/{decoder.drafted}, rate {decoder.rate:.2f}, {per_check:.2f} tokens "
+            f"per check of {decoder.rounds}, projected x{projected:.2f}  {same}"
         )
 
 
-def grounded_prompt(tokenizer, n_stories: int = 4) -> list[int]:
-    """An input-grounded task: stories of one plot from the bundled corpus, then the first
-    sentence of another: the continuation reuses the given text's phrasing, as an edit, a
-    summary or an extraction reuses its input's."""
+def grounded_prompt(tokenizer, task: str = "plot", n_stories: int = 4) -> list[int]:
+    """An input-grounded prompt from the bundled corpus. `plot`: stories of one plot, then the
+    first third of another (the continuation reuses the given text's phrasing, as a summary or
+    an extraction reuses its input's). `revise`: the same, with the last story given whole
+    first (the continuation rewrites a text it has read, as an edit does)."""
     import random
 
     from rgemma.bundled.corpus import plot_names, story
@@ -139,15 +141,16 @@ def grounded_prompt(tokenizer, n_stories: int = 4) -> list[int]:
     rng = random.Random(1)
     texts = [story(rng, plot_names()[0]) for _ in range(n_stories + 1)]
     start = texts[-1][: len(texts[-1]) // 3].rsplit(". ", 1)[0] + "."  # its first third
-    return tokenizer.encode("\n\n".join(texts[:-1]) + "\n\n" + start)
+    given = texts if task == "revise" else texts[:-1]
+    return tokenizer.encode("\n\n".join(given) + "\n\n" + start)
 
 
 def run_lookup(args) -> None:
     from rgemma.pretrained.loading import load
 
     model, tok = load(None, "float32")
-    prompt = grounded_prompt(tok)
-    print(f"bundled model, prompt lookup, {len(prompt)}-token grounded prompt, {args.new} new tokens")
+    prompt = grounded_prompt(tok, args.task)
+    print(f"bundled model, prompt lookup, {len(prompt)}-token {args.task} prompt, {args.new} new tokens")
     compare(
         model,
         prompt,
@@ -190,7 +193,8 @@ def main() -> None:
     v.add_argument("--k-max", type=int, default=8)
     v.add_argument("--reps", type=int, default=5)
     lk = sub.add_parser("lookup")
-    lk.add_argument("--new", type=int, default=200)
+    lk.add_argument("--new", type=int, default=300)
+    lk.add_argument("--task", choices=["plot", "revise"], default="plot")
     d = sub.add_parser("draft")
     d.add_argument("--target", default=None, help="default: the bundled model")
     d.add_argument("--draft", default=None, help="default: the bundled model")

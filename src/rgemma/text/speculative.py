@@ -28,7 +28,8 @@ from rgemma.text.output import TextStep
 from rgemma.text.sampling import distribution, draw, uniforms
 
 MAX_DRAFT = 8
-VERIFY_SLOPE = 0.15  # cost of each extra verified token, in single steps (bench/speculative.py)
+VERIFY_SLOPE = 0.25  # cost of each extra verified token, in single steps: 2b-3l bf16 on 2 CPU
+# cores (bench/speculative.py verify); lower on GPUs, where a short check costs about one step
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ class SpeculativeDecoder:
         self.tokens = list(context)
         self.row: Row | None = None
         self.first: torch.Tensor | None = None
-        self.drafted = self.accepted = self.rounds = 0
+        self.drafted = self.accepted = self.rounds = self.rejected = 0
         self.decoded = 0
 
     @property
@@ -250,6 +251,7 @@ class SpeculativeDecoder:
             out.rewind.apply(self.state, len(events))
         self.drafter.accepted(before, accepted)
         self.length.update(len(drafts), accepted)
+        self.rejected += accepted < len(drafts)
         self.drafted, self.accepted, self.rounds = (
             self.drafted + len(drafts),
             self.accepted + accepted,
@@ -287,6 +289,12 @@ class SpeculativeDecoder:
     def acceptance(self) -> float:
         """Accepted drafts over drafted tokens so far (0 before any round)."""
         return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def rate(self) -> float:
+        """The per-token acceptance rate: accepted / (accepted + rejections), rounds stopping
+        at their first rejection (what DraftLength and `speedup` take as `rate`)."""
+        return self.accepted / max(self.accepted + self.rejected, 1)
 
 
 def _accept(p: torch.Tensor, q: torch.Tensor | None, d: int, row: Row) -> bool:
