@@ -121,7 +121,8 @@ def compare(model, prompt: list[int], new: int, speculations: dict[str, Speculat
         tokens, secs, decoder = decode(model, prompt, new, spec, eos)
         same = "identical" if tokens == plain else "DIFFERENT"
         per_check = (decoder.accepted + decoder.rounds) / max(decoder.rounds, 1)
-        projected = max(speedup(decoder.rate, k, VERIFY_SLOPE) for k in range(1, 9))
+        slope = VERIFY_SLOPE + decoder.length.draft_cost  # a draft step costs its size ratio
+        projected = max(speedup(decoder.rate, k, slope) for k in range(1, 9))
         print(
             f"  {name:<16} {len(tokens) / secs:7.1f} tok/s  x{seconds / secs:.2f}  accepted "
             f"{decoder.accepted}/{decoder.drafted}, rate {decoder.rate:.2f}, {per_check:.2f} tokens "
