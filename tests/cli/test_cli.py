@@ -217,3 +217,33 @@ def test_perplexity_json_goes_to_stdout(lm_dir, tmp_path, capsys):
     result = json.loads(out)
     assert result == perplexity(data, model=str(lm_dir), err=io.StringIO())
     assert "perplexity" not in err
+
+
+def test_generate_and_chat_speculate_with_the_same_output(lm, lm_dir):
+    config = GenerationConfig(max_new_tokens=24, sampling=SamplingParams(temperature=0), eos_ids=[])
+    prompt = "abc abc abc abc abc"
+
+    def text(**speculation):
+        out = io.StringIO()
+        generate(prompt, config=config, loaded=lm, out=out, err=io.StringIO(), **speculation)
+        return out.getvalue()
+
+    plain = text()
+    assert text(prompt_lookup=True) == plain
+    assert text(draft_model=str(lm_dir), draft_tokens=3) == plain
+    with pytest.raises(ValueError, match="--draft-tokens needs"):
+        text(draft_tokens=3)
+
+    def reply(**speculation):
+        out = io.StringIO()
+        chat(
+            config=config,
+            loaded=lm,
+            stdin=io.StringIO("hi\nmore\n"),
+            out=out,
+            err=io.StringIO(),
+            **speculation,
+        )
+        return out.getvalue()
+
+    assert reply(prompt_lookup=True) == reply()

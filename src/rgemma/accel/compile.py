@@ -37,7 +37,7 @@ class CompiledBlock(ResidualBlock):
         return adopt(self, ResidualBlock, drop=("options", "compiled"))
 
     def forward(self, x, tok, state, need_probs: bool = False):
-        if x.shape[1] == 1 and tok.has_state and not need_probs:
+        if x.shape[1] == 1 and tok.has_state and not need_probs and tok.trace is None:
             return self.compiled(x, tok, state, need_probs)
         return ResidualBlock.forward(self, x, tok, state, need_probs)
 

@@ -6,6 +6,7 @@ statistics to `err` (stderr).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +26,7 @@ from rgemma.text.core import prefill
 from rgemma.text.engine import ChatSession, GenerationConfig, stream
 from rgemma.text.output import TextStep
 from rgemma.text.scoring import document_perplexity
+from rgemma.text.speculative import Speculation
 from rgemma.text.tokenizer import Tokenizer
 
 
@@ -86,16 +88,23 @@ def generate(
     loaded=None,
     compile: bool = False,
     quantize: str | None = None,
+    draft_model: str | None = None,
+    prompt_lookup: bool = False,
+    draft_tokens: int | None = None,
 ) -> Stats:
     """Stream a completion of `prompt` to `out`; return statistics (also printed to `err`).
 
     With `load_state_path` the prompt continues a saved state (and may be empty); with
     `save_state_path` the state after the prompt is saved before generating. `echo` writes
     the prompt first, so the output reads as one text. `out`/`err` default to sys.stdout/stderr
-    as they are at the call."""
+    as they are at the call. `draft_model` (a path) or `prompt_lookup` decode speculatively,
+    `draft_tokens` per check (rgemma.text.speculative)."""
     out, err = out or sys.stdout, err or sys.stderr
     config = config or GenerationConfig()
     lm, tok = loaded or load(model, dtype, device, err, compile=compile, quantize=quantize, adapter=adapter)
+    config = with_speculation(
+        config, tok, draft_model, prompt_lookup, draft_tokens, dtype, device, quantize, err
+    )
     state, logits, seen = None, None, []
     if load_state_path:
         snap = load_state(load_state_path, lm)
@@ -116,6 +125,42 @@ def generate(
     _emit(stream(lm, tok, [], config, state, logits, prime=seen + ids), out, stats)
     print(stats.line(), file=err)
     return stats
+
+
+def with_speculation(
+    config: GenerationConfig,
+    tok: Tokenizer,
+    draft_model,
+    prompt_lookup,
+    draft_tokens,
+    dtype,
+    device,
+    quantize,
+    err,
+) -> GenerationConfig:
+    """`config` with the speculation the flags ask for (the draft model loaded and checked)."""
+    if draft_model is None and not prompt_lookup:
+        if draft_tokens is not None:
+            raise ValueError("--draft-tokens needs --draft-model or --prompt-lookup")
+        return config
+    draft = None
+    if draft_model is not None:
+        draft, draft_tok = load(draft_model, dtype, device, err, quantize=quantize)
+        check_same_tokenizer(tok, draft_tok)
+    speculation = Speculation(draft_model=draft, prompt_lookup=prompt_lookup, draft_tokens=draft_tokens)
+    return dataclasses.replace(config, speculation=speculation)
+
+
+PROBE = "The quick brown fox, 1234 <b>jumps</b> über naïve café!\n\tdef f(x): return x**2"
+
+
+def check_same_tokenizer(tok: Tokenizer, other: Tokenizer) -> None:
+    """A draft model must split text into the same ids as the model (checked on a probe)."""
+    if tok.vocab_size != other.vocab_size or tok.encode(PROBE) != other.encode(PROBE):
+        raise ValueError(
+            f"the draft model's tokenizer differs from the model's ({other.vocab_size} vs "
+            f"{tok.vocab_size} tokens); a draft model must share the tokenizer"
+        )
 
 
 def _prompt_ids(
@@ -165,6 +210,9 @@ def chat(
     loaded=None,
     compile: bool = False,
     quantize: str | None = None,
+    draft_model: str | None = None,
+    prompt_lookup: bool = False,
+    draft_tokens: int | None = None,
 ) -> ChatSession:
     """An interactive multi-turn chat that keeps the state between turns. One message per
     line; when stdin is not a terminal it reads lines until end of input, never waiting.
@@ -172,6 +220,9 @@ def chat(
     stdin, out, err = stdin or sys.stdin, out or sys.stdout, err or sys.stderr
     config = config or GenerationConfig()
     lm, tok = loaded or load(model, dtype, device, err, compile=compile, quantize=quantize, adapter=adapter)
+    config = with_speculation(
+        config, tok, draft_model, prompt_lookup, draft_tokens, dtype, device, quantize, err
+    )
     session = ChatSession(lm, tok, config, system)
     interactive = stdin.isatty()
     if interactive:

@@ -214,6 +214,31 @@ def sampling_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def speculation_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "speculative decoding (the same text as without it, or the same distribution when sampling)"
+    )
+    g.add_argument(
+        "--draft-model",
+        metavar="DIR",
+        default=None,
+        help="a smaller rgemma model with the same tokenizer drafts tokens that the model checks",
+    )
+    g.add_argument(
+        "--prompt-lookup",
+        action="store_true",
+        help="draft by copying what followed the last words' earlier occurrence in the text "
+        "(no second model; pays off when the output repeats the input: editing, extraction)",
+    )
+    g.add_argument(
+        "--draft-tokens",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="draft K tokens per check (default: adapted to the recent acceptance rate, up to 8)",
+    )
+
+
 def generation_config(args):
     from rgemma.text.engine import GenerationConfig
     from rgemma.text.sampling import SamplingParams

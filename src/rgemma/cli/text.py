@@ -7,7 +7,13 @@ import argparse
 import json
 from pathlib import Path
 
-from rgemma.cli.options import generation_config, model_options, sampling_options, speed_options
+from rgemma.cli.options import (
+    generation_config,
+    model_options,
+    sampling_options,
+    speculation_options,
+    speed_options,
+)
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,6 +23,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
   rgemma generate -f long_document.txt --save-state doc.state --max-new-tokens 0
   rgemma generate "Summarise it:" --load-state doc.state
   rgemma generate "Write a haiku" --chat --system "Be brief." --model google/recurrentgemma-2b-it
+  rgemma generate -f draft.txt --prompt-lookup --temperature 0
+  rgemma generate "Once upon a time" --model big/ --draft-model small/
 
 Text streams to stdout; loading progress and a closing line of statistics go to stderr."""
     p.add_argument("prompt", nargs="?", default=None, help="the prompt text; '-' reads stdin")
@@ -24,6 +32,7 @@ Text streams to stdout; loading progress and a closing line of statistics go to 
     model_options(p)
     speed_options(p)
     sampling_options(p)
+    speculation_options(p)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     p.add_argument("--system", default=None, help="a system message (with --chat)")
     p.add_argument(
@@ -69,8 +78,20 @@ def run_generate(args) -> int:
         echo=args.file is None and args.prompt != "-" and not args.chat and not args.no_echo,
         compile=args.compile,
         quantize=args.quantize,
+        **speculation_arguments(args),
     )
     return 0
+
+
+def speculation_arguments(args) -> dict:
+    """The speculation flags, checked before any weights load."""
+    if args.draft_tokens is not None and not (args.draft_model or args.prompt_lookup):
+        raise ValueError("--draft-tokens needs --draft-model or --prompt-lookup")
+    if args.draft_model and args.prompt_lookup:
+        raise ValueError("give --draft-model or --prompt-lookup, not both")
+    return dict(
+        draft_model=args.draft_model, prompt_lookup=args.prompt_lookup, draft_tokens=args.draft_tokens
+    )
 
 
 def _check_state_paths(load_path: str | None, save_path: str | None) -> None:
@@ -95,6 +116,7 @@ examples:
     model_options(p)
     speed_options(p)
     sampling_options(p)
+    speculation_options(p)
     p.add_argument("--system", default=None, help="a system message for the whole chat")
 
 
@@ -110,6 +132,7 @@ def run_chat(args) -> int:
         device=args.device,
         compile=args.compile,
         quantize=args.quantize,
+        **speculation_arguments(args),
     )
     return 0
 

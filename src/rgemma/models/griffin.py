@@ -30,6 +30,7 @@ from rgemma.models.positions import (
     step_tokens,
     trailing_pads,
 )
+from rgemma.models.rewind import attention_trace, recurrent_trace, rewind_record
 from rgemma.models.state import AttentionState, RecurrentState, State
 from rgemma.models.surface import ModelSurface
 from rgemma.ops.scan import rnn_scan_fast
@@ -185,7 +186,7 @@ class RGLRU(nn.Module):
     def forward(
         self, x: torch.Tensor, h0: torch.Tensor | None, tok: Tokens
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (B, T, E); h0: (B, E) float32. Returns (y (B, T, E), h_T float32)."""
+        """x: (B, T, E); h0: (B, E) float32. Returns (h (B, T, E), h_T (B, E)), both float32."""
         gate_x, gate_a = self.gates(x)
         log_a = -8.0 * gate_a * F.softplus(self.recurrent_param)
         a = torch.exp(log_a)
@@ -197,8 +198,7 @@ class RGLRU(nn.Module):
         if tok.any_pad:  # pads leave h untouched
             a = torch.where(real, a, 1.0)
             normalized_x = torch.where(real, normalized_x, 0.0)
-        h, h_last = self.scan(normalized_x, a, h0)  # float32 accumulation
-        return h.to(x.dtype), h_last
+        return self.scan(normalized_x, a, h0)  # float32 accumulation
 
 
 class RecurrentBlock(nn.Module):
@@ -221,9 +221,12 @@ class RecurrentBlock(nn.Module):
             K, E = self.conv_1d.kernel_size[0], self.linear_x.out_features
             state = RecurrentState(conv=x.new_zeros(x.shape[0], K - 1, E), h=None)
         y = activation(self.act, self.linear_y(x))
-        u, window = causal_conv(self.linear_x(x), self.conv_1d.weight, self.conv_1d.bias, state.conv, tok)
+        x = self.linear_x(x)
+        u, window = causal_conv(x, self.conv_1d.weight, self.conv_1d.bias, state.conv, tok)
         h, h_last = self.rg_lru(u, state.h, tok)
-        return self.linear_out(h * y), RecurrentState(conv=window, h=h_last), None
+        if tok.trace is not None:
+            tok.trace.append(recurrent_trace(state.conv, x, state.h, h))
+        return self.linear_out(h.to(y.dtype) * y), RecurrentState(conv=window, h=h_last), None
 
 
 # --------------------------------------------------------------------------- local attention
@@ -347,6 +350,8 @@ class LocalAttention(nn.Module):
             table,
         )
         v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim)
+        if tok.trace is not None:  # before the ring is written
+            tok.trace.append(attention_trace(state, k, v, tok.count0))
         if T == 1 and tok.has_state and not need_probs:
             out, state = self._decode_step(q, k, v, tok, state)
             return self.o_proj(out), state, None
@@ -448,6 +453,13 @@ def _ring_step(tok: Tokens, W: int) -> _RingStep:
     return _RingStep(~visible[:, None, None], rows, slot, real[:, None, None])
 
 
+def _start_trace(tok: Tokens, cache: State | None, use_cache: bool) -> tuple[list, tuple]:
+    """An empty trace, and the counters a rewind to the call's start restores."""
+    if cache is None or not use_cache or tok.any_pad:
+        raise ValueError("rewind=True needs a cache (use_cache) and an input without padding")
+    return [], (cache.count, cache.doc_start, cache.next_pos)
+
+
 def _gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x: (B, N, ...), idx: (B, M) -> (B, M, ...)."""
     return x.gather(1, idx.view(*idx.shape, *([1] * (x.ndim - 2))).expand(-1, -1, *x.shape[2:]))
@@ -546,12 +558,15 @@ class GriffinModel(ModelSurface, nn.Module):
         return_dict=None,
         cache: State | None = None,
         past_key_values: State | None = None,
+        rewind: bool = False,
     ) -> BaseModelOutput:
         """Run T new tokens per row, continuing `cache` if given (updated in place and returned).
 
         `cache_position` is accepted for transformers compatibility and unused: the cache
         knows each row's count. Positions default to continuing each row's last position.
-        Right padding is accepted when no state continues (see _right_padded).
+        Right padding is accepted when no state continues (see _right_padded). `rewind` also
+        returns a Rewind record (rgemma.models.rewind) that takes the cache back to after any
+        of the call's first tokens.
         """
         shift = trailing_pads(attention_mask)
         if shift is not None:
@@ -575,6 +590,8 @@ class GriffinModel(ModelSurface, nn.Module):
             use_cache = self.config.use_cache and not self.training
         if use_cache and cache is None:
             cache = State.zeros(self.config, B, x.dtype, x.device)
+        if rewind:
+            tok.trace, before = _start_trace(tok, cache, use_cache)
         hidden, attentions = [], []
         for i, layer in enumerate(self.layers):
             if output_hidden_states:
@@ -595,6 +612,7 @@ class GriffinModel(ModelSurface, nn.Module):
             cache=cache if use_cache else None,
             hidden_states=tuple(hidden) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
+            rewind=rewind_record(tok.trace, before, tok.doc_start, tok.pos) if rewind else None,
         )
 
     def _right_padded(
@@ -716,6 +734,7 @@ class GriffinForCausalLM(ModelSurface, nn.Module):
         cache: State | None = None,
         past_key_values: State | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        rewind: bool = False,
     ) -> CausalLMOutput | tuple:
         """Logits (soft-capped), and the shifted cross-entropy `loss` when `labels` are given
         (label -100 is ignored). `logits_to_keep=n` computes logits for the last n positions."""
@@ -730,6 +749,7 @@ class GriffinForCausalLM(ModelSurface, nn.Module):
             output_attentions,
             cache=cache,
             past_key_values=past_key_values,
+            rewind=rewind,
         )
         h = out.last_hidden_state
         if labels is None and isinstance(logits_to_keep, int) and logits_to_keep > 0:
@@ -744,6 +764,7 @@ class GriffinForCausalLM(ModelSurface, nn.Module):
             cache=out.cache,
             hidden_states=out.hidden_states,
             attentions=out.attentions,
+            rewind=out.rewind,
         )
         return result.to_tuple() if return_dict is False else result
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from rgemma.models.rewind import Rewind
 from rgemma.models.state import State
 
 
@@ -38,6 +39,7 @@ class BaseModelOutput(_Output):
     cache: State | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+    rewind: Rewind | None = None  # forward(rewind=True): rgemma.models.rewind
 
     @property
     def past_key_values(self) -> State | None:  # transformers' name for the cache
@@ -51,6 +53,7 @@ class CausalLMOutput(_Output):
     cache: State | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+    rewind: Rewind | None = None
 
     @property
     def past_key_values(self) -> State | None:

@@ -34,6 +34,8 @@ class Tokens:
     n_pad: torch.Tensor  # (B,) leading pads per row
     any_pad: bool
     has_state: bool  # a state came in (else everything before this call is empty)
+    trace: list | None = None  # a list: each temporal block appends what rewinding needs
+    # (rgemma.models.rewind)
 
     @property
     def max_pad(self) -> int:

@@ -39,7 +39,7 @@ from rgemma.models.state import State
 from rgemma.text.logprobs import token_logprobs
 from rgemma.text.output import TextStep, TextStream
 from rgemma.text.processors import Rules, apply_rules, sampling_scores
-from rgemma.text.sampling import PAD_ID, SamplingParams, sample, uniforms
+from rgemma.text.sampling import PAD_ID, SamplingParams, distribution, sample, uniforms
 
 PREFILL_CHUNK = 2048
 STOP, LENGTH, ERROR = "stop", "length", "error"  # the finish reasons
@@ -191,6 +191,15 @@ def apply_row_rules(logits: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor:
                 logits[i : i + 1], row.rules, [row.history], [row.generated], sorted(row.eos_ids)
             )
     return out
+
+
+def row_distribution(logits: torch.Tensor, row: Row) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `sample_rows` would draw this row's next token from, given its history now: the
+    probabilities and the reported logprobs, each (V,), from its logits (V,)."""
+    logits = apply_row_rules(logits[None], [row])
+    prev = _history([row], logits.device) if row.sampling.repetition_penalty != 1 else None
+    probs, logprobs = distribution(logits, row.sampling, prev)
+    return probs[0], logprobs[0]
 
 
 def score_rows(logits: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor:
@@ -426,6 +435,19 @@ class Decoder:
         pending, row.pending = row.pending, None
         if row.finish_reason is None and pending.source is not None:
             self.slots.load(row.slot, pending.source, pending.index)
+
+
+def waves(events: list[tuple[Row, TextStep]]) -> list[list[tuple[Row, TextStep]]]:
+    """A step's events split into token columns: each row at most once per column, in order
+    (a speculative step gives its row several tokens)."""
+    out: list[list[tuple[Row, TextStep]]] = []
+    depth: dict[int, int] = {}
+    for row, step in events:
+        d = depth[id(row)] = depth.get(id(row), -1) + 1
+        if d == len(out):
+            out.append([])
+        out[d].append((row, step))
+    return out
 
 
 def _attach_scores(logits: torch.Tensor, events: list[tuple[Row, TextStep]]) -> None:

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import torch
 
 from rgemma.models.state import State
-from rgemma.text.core import PREFILL_CHUNK, Decoder, Row, Slots, prefill, row_generator
+from rgemma.text.core import PREFILL_CHUNK, Decoder, Row, Slots, prefill, row_generator, waves
 from rgemma.text.logprobs import TokenLogprobs, check_top_n
 from rgemma.text.output import TextStep, TextStream
 from rgemma.text.sampling import SamplingParams
+from rgemma.text.speculative import Speculation, SpeculativeDecoder
 from rgemma.text.tokenizer import Tokenizer
 
 
@@ -32,6 +33,7 @@ class GenerationConfig:
     seed: int | None = None
     prefill_chunk: int = PREFILL_CHUNK
     top_logprobs: int | None = None  # n: every TextStep gets `scores` with n alternatives
+    speculation: Speculation | None = None  # one prompt at a time (rgemma.text.speculative)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
@@ -106,13 +108,24 @@ def _run(
     if config.max_new_tokens == 0:
         return
     primes = [p or q for p, q in zip(prompts, primes or [[]] * len(prompts))]
-    decoder = Decoder(model, Slots(state), pack=False)  # the rows stay where the caller's state has them
+    decoder = _decoder(model, state, config, primes)
     decoder.adopt(_rows(tokenizer, prompts, primes, config, model.device), logits)
     while decoder.live:
-        steps: list[TextStep | None] = [None] * len(prompts)
-        for row, step in decoder.step():
-            steps[row.tag] = step
-        yield steps
+        for wave in waves(decoder.step()):
+            steps: list[TextStep | None] = [None] * len(prompts)
+            for row, step in wave:
+                steps[row.tag] = step
+            yield steps
+
+
+def _decoder(model, state: State, config: GenerationConfig, contexts: list[list[int]]):
+    """The core's Decoder (the rows stay where the caller's state has them), or with
+    `config.speculation` a SpeculativeDecoder, which reads the context its drafts come from."""
+    if config.speculation is None:
+        return Decoder(model, Slots(state), pack=False)
+    if len(contexts) != 1:
+        raise ValueError(f"speculative decoding runs one prompt at a time, got {len(contexts)}")
+    return SpeculativeDecoder(model, Slots(state), config.speculation, contexts[0])
 
 
 def _rows(tokenizer: Tokenizer, prompts, primes, config: GenerationConfig, device) -> list[Row]:

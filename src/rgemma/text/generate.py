@@ -16,11 +16,12 @@ import torch
 from rgemma.models.outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 from rgemma.models.state import State
 from rgemma.text.beams import BeamSettings, beam_search
-from rgemma.text.core import PREFILL_CHUNK, Decoder, Row, Slots, prefill
+from rgemma.text.core import PREFILL_CHUNK, Decoder, Row, Slots, prefill, waves
 from rgemma.text.generation_config import resolve
 from rgemma.text.output import TextStream
 from rgemma.text.processors import Rules
 from rgemma.text.sampling import SamplingParams
+from rgemma.text.speculative import Speculation, SpeculativeDecoder
 
 
 def generate(
@@ -37,6 +38,9 @@ def generate(
     cache: State | None = None,
     past_key_values: State | None = None,
     prefill_chunk_size: int = PREFILL_CHUNK,
+    assistant_model=None,
+    prompt_lookup_num_tokens: int | None = None,
+    num_assistant_tokens: int | None = None,
     **kwargs,
 ):
     """transformers-style generation: returns prompt plus new tokens, (B * R, T + N), R being
@@ -46,11 +50,16 @@ def generate(
     Greedy unless `do_sample` (then temperature, top_k (50; 0 disables), top_p, min_p); beam
     search with `num_beams` > 1. `attention_mask` marks left padding. `stop_strings` need
     `tokenizer` (rgemma's or a transformers tokenizer). `streamer` follows transformers'
-    protocol (put(prompt), put(token) per step, end())."""
+    protocol (put(prompt), put(token) per step, end()).
+
+    Speculative decoding (rgemma.text.speculative), one sequence at a time: `assistant_model`
+    drafts (`num_assistant_tokens` per round, else adaptive), or `prompt_lookup_num_tokens`
+    tokens come from the prompt. The output is what decoding without it gives."""
     g = resolve(getattr(model, "generation_config", None), generation_config, kwargs)
     ids, mask, embeds = _inputs(model, input_ids, attention_mask, inputs_embeds)
     B, T = (ids if ids is not None else embeds).shape[:2]
     _check_modes(g, tokenizer, streamer)
+    speculation = _speculation(assistant_model, prompt_lookup_num_tokens, num_assistant_tokens, g, B)
     new = _budget(T, g["max_new_tokens"], g["max_length"])
     prompts = [_real_ids(ids, mask, i) for i in range(B)]
     eos = _eos(model, g)
@@ -70,6 +79,9 @@ def generate(
     if generator is None and seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(seed)
     rows = _rows(g, prompts, new, eos, rules, generator, tokenizer)
+    if speculation is not None:
+        decoder = SpeculativeDecoder(model, Slots(state), speculation, prompts[0])
+        return _decode(model, g, ids, logits, state, rows, pad, streamer, decoder)
     return _decode(model, g, ids, logits, state, rows, pad, streamer)
 
 
@@ -99,6 +111,23 @@ def _check_modes(g: dict[str, Any], tokenizer, streamer) -> None:
         raise ValueError("stop_strings and streamer are not supported with num_beams > 1")
     if g["stop_strings"] and tokenizer is None:
         raise ValueError("stop_strings need the tokenizer: generate(..., stop_strings=..., tokenizer=tok)")
+
+
+def _speculation(assistant, lookup, assistant_tokens, g: dict[str, Any], batch: int) -> Speculation | None:
+    """The speculation asked for, after refusing what it cannot do (as transformers: batch 1)."""
+    if assistant is None and lookup is None:
+        return None
+    if assistant is not None and lookup is not None:
+        raise ValueError("pass assistant_model or prompt_lookup_num_tokens, not both")
+    if batch * g["num_return_sequences"] != 1 or g["num_beams"] > 1:
+        raise ValueError(
+            "speculative decoding runs one sequence: batch 1, num_beams=1, num_return_sequences=1"
+        )
+    if g["return_dict_in_generate"] and (g["output_scores"] or g["output_logits"]):
+        raise ValueError("output_scores and output_logits are not supported with speculative decoding")
+    if lookup is not None:
+        return Speculation(prompt_lookup=True, draft_tokens=lookup)
+    return Speculation(draft_model=assistant, draft_tokens=assistant_tokens)
 
 
 def _eos(model, g: dict[str, Any]) -> list[int]:
@@ -145,8 +174,9 @@ def _rows(g, prompts, new, eos, rules, generator, tokenizer) -> list[Row]:
     return rows
 
 
-def _decode(model, g, ids, logits, state, rows, pad, streamer):
-    """Greedy or sampling through the core's Decoder; one output column per step."""
+def _decode(model, g, ids, logits, state, rows, pad, streamer, decoder=None):
+    """Greedy or sampling through the core's Decoder (or a SpeculativeDecoder); one output
+    column per token of each row."""
     R = g["num_return_sequences"]
     if R > 1:
         expand = torch.arange(logits.shape[0], device=logits.device).repeat_interleave(R)
@@ -156,19 +186,20 @@ def _decode(model, g, ids, logits, state, rows, pad, streamer):
             ids[expand.to(ids.device)] if ids is not None else None,
         )
     record = g["return_dict_in_generate"] and (g["output_scores"] or g["output_logits"])
-    decoder = Decoder(model, Slots(state), pack=False, record=record)  # a caller's cache keeps its rows
+    decoder = decoder or Decoder(model, Slots(state), pack=False, record=record)  # keeps a cache's rows
     decoder.adopt(rows, logits)
     columns, raw, scores = [], [], []
     while decoder.live:
-        column = torch.full((len(rows),), pad, dtype=torch.long)
-        for row, step in decoder.step():
-            column[row.tag] = step.token_id
-        columns.append(column[:, None])
+        for wave in waves(decoder.step()):
+            column = torch.full((len(rows),), pad, dtype=torch.long)
+            for row, step in wave:
+                column[row.tag] = step.token_id
+            columns.append(column[:, None])
+            if streamer is not None:
+                streamer.put(column)
         if record:
             raw.append(_per_tag(decoder.recorded[0], decoder.recorded[1], len(rows)))
             scores.append(_per_tag(decoder.recorded[0], decoder.recorded[2], len(rows)))
-        if streamer is not None:
-            streamer.put(column)
     if streamer is not None:
         streamer.end()
     device = logits.device

@@ -75,8 +75,6 @@ REFUSED: dict[str, tuple] = {
     "low_memory": (False,),
     "output_attentions": (False,),
     "output_hidden_states": (False,),
-    "prompt_lookup_num_tokens": (),
-    "assistant_model": (),
     "assistant_early_exit": (),
     "logits_processor": ([],),
     "stopping_criteria": ([],),

@@ -163,15 +163,27 @@ def sample(
     must be on the logits' device; None uses torch's global RNG. `u` (B,) gives the rows'
     uniforms drawn already (the generator is then unused), so a retried row draws nothing new.
     """
+    probs, logprobs = distribution(logits, params, prev_ids)
+    if params.greedy:
+        token_ids = probs.argmax(dim=-1)
+    else:
+        u = uniforms(generator, logits.shape[0], logits.device) if u is None else u
+        token_ids = draw(probs, u)
+    return token_ids, logprobs.gather(1, token_ids[:, None]).squeeze(1)
+
+
+def distribution(
+    logits: torch.Tensor, params: SamplingParams, prev_ids: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `sample` draws from and what it reports, both (B, V) float32: the probabilities
+    after every filter (greedy: one-hot at the argmax of the penalised logits) and the
+    logprobs before truncation (see `sample`). Speculative decoding accepts drafts by them."""
     logits = apply_repetition_penalty(logits.float(), prev_ids, params.repetition_penalty)
     if params.greedy:
-        token_ids = logits.argmax(dim=-1)
-    else:
-        logits = apply_temperature(logits, params.temperature)
-        u = uniforms(generator, logits.shape[0], logits.device) if u is None else u
-        token_ids = draw(truncated_probs(logits, params), u)
-    logprobs = logits.log_softmax(dim=-1).gather(1, token_ids[:, None]).squeeze(1)
-    return token_ids, logprobs
+        probs = torch.zeros_like(logits).scatter_(1, logits.argmax(dim=-1, keepdim=True), 1.0)
+        return probs, logits.log_softmax(dim=-1)
+    logits = apply_temperature(logits, params.temperature)
+    return truncated_probs(logits, params), logits.log_softmax(dim=-1)
 
 
 def truncated_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
