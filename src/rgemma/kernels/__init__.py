@@ -160,6 +160,19 @@ def amx_available() -> bool:
     return available("amx_linear")
 
 
+# The CPU flags with which torch's GEMM in each half dtype runs natively (oneDNN); without
+# them it widens inside the GEMM and runs several times slower than float32 (README, Speed).
+HALF_GEMM_FLAGS = {torch.bfloat16: ("avx512_bf16", "amx_bf16"), torch.float16: ("avx512_fp16", "amx_fp16")}
+
+
+def fast_half_gemm(dtype: torch.dtype) -> bool:
+    """Whether this CPU has a native GEMM for `dtype` (bf16: AVX512-BF16 or AMX-BF16; fp16:
+    AVX512-FP16 or AMX-FP16); float32 always counts as native. By the CPU's flags alone, so
+    RGEMMA_KERNEL_LEVEL (which caps rgemma's kernels, not torch's) does not change it."""
+    flags = HALF_GEMM_FLAGS.get(dtype)
+    return flags is None or any(f in _cpu_flags() for f in flags)
+
+
 def linear(
     x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, *, level: str | None = None
 ) -> torch.Tensor | None:
@@ -245,12 +258,22 @@ def _linear_fma(
         rows,
         n_out,
         k_in,
-        torch.get_num_threads(),
+        _threads(wc.nbytes, rows),
         kinds,
     )
     if status != 0:
         raise MemoryError(f"{name}: out of memory for the fp32 activations")
     return y
+
+
+THREAD_BYTES = 2 << 20  # weight bytes (per 8 rows) below which another thread costs more than it gives
+
+
+def _threads(weight_bytes: int, rows: int) -> int:
+    """Threads for a product: torch's count, fewer for a small one, where starting and joining a
+    thread (a barrier; far longer when another process holds a core) outweighs its share."""
+    work = weight_bytes * -(-rows // 8)
+    return max(1, min(torch.get_num_threads(), work // THREAD_BYTES))
 
 
 def int8_gemv(
