@@ -19,9 +19,9 @@ rgemma.accel (quantize, linears) uses all of them: amx_linear where AMX loads, e
 `int8_linear` at AVX2 or AVX-512F for decode rows; `int8_gemv_available()` / `amx_available()`
 say whether each loaded, and torch's kernels run when none does. `fast_half_gemm(dtype)` says
 whether torch's GEMM in bf16/fp16 is native on this CPU (accel prefills in fp32 tiles if not).
-Building needs a
-C compiler (`$CC`, else cc or gcc). Each shared library is built once into $RGEMMA_CACHE/kernels
-(default ~/.cache/rgemma/kernels), named by a hash of the source and the build command, and
+Building needs a C compiler (`$CC`, else cc or gcc). Each shared library is built once into
+$RGEMMA_CACHE/kernels (default ~/.cache/rgemma/kernels), named by a hash of the source and the
+build command, and
 written atomically (rgemma.io.atomic), so concurrent first uses cannot see half a file.
 """
 
