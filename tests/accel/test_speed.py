@@ -476,6 +476,18 @@ def test_bench_runs_in_process(tmp_path, monkeypatch):
     quant = [r for r in report["results"] if r["measure"] == "int8-error"]
     assert len(quant) == 1 and 0 < quant[0]["max_abs"] < 0.1 * quant[0]["ref_max_abs"]
     assert (tmp_path / "r.json").is_file()
+    # what ran: the CPU's features and kernel level on top, the kernel beside each figure
+    assert report["machine"]["kernel_level"] == kernels.level()
+    assert report["machine"]["cpu_features"] == list(kernels.cpu_features())
+    assert bench.format_table(report).startswith(
+        f"cpu features: {' '.join(kernels.cpu_features()) or 'none'};"
+    )
+    by_impl = {(r["impl"], r["measure"]): r["kernel"] for r in timed}
+    assert by_impl["rgemma", "decode"] == "torch"  # a float32 model keeps torch's linears
+    if linears.native_available() and not kernels.amx_available():  # int8 decode: the FMA kernel
+        assert by_impl["rgemma-int8", "decode"] == kernels.chosen(
+            torch.ones(1, 4), torch.ones(2, 4).char(), "avx512"
+        )
 
 
 def test_bench_products_replays_one_decode_steps_weight_products(tmp_path, monkeypatch):

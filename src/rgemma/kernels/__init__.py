@@ -21,8 +21,8 @@ say whether each loaded, and torch's kernels run when none does. `fast_half_gemm
 whether torch's GEMM in bf16/fp16 is native on this CPU (accel prefills in fp32 tiles if not).
 Building needs a C compiler (`$CC`, else cc or gcc). Each shared library is built once into
 $RGEMMA_CACHE/kernels (default ~/.cache/rgemma/kernels), named by a hash of the source and the
-build command, and
-written atomically (rgemma.io.atomic), so concurrent first uses cannot see half a file.
+build command, and written atomically (rgemma.io.atomic), so concurrent first uses cannot see
+half a file.
 """
 
 from __future__ import annotations
