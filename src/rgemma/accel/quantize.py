@@ -63,8 +63,20 @@ def quantize_weight(
     scale/2 per element. A row whose scale is 0 (all zeros, or so small that the scale
     underflows, as in float16 for max|W_row| under ~4e-6) gets scale 1 instead: q is then 0 and
     finite, where a zero scale would give 0/0 = NaN."""
+    q = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
+    scale = torch.empty(weight.shape[0], dtype=scale_dtype or weight.dtype, device=weight.device)
+    step = max(1, QUANTIZE_BLOCK // max(weight.shape[1], 1))  # rows at a time: the float32
+    for lo in range(0, weight.shape[0], step):  # temporaries stay small (an LM head is 2.6 GB)
+        q[lo : lo + step], scale[lo : lo + step] = _quantize_rows(weight[lo : lo + step], scale.dtype)
+    return q, scale
+
+
+QUANTIZE_BLOCK = 1 << 22  # weights quantized at a time
+
+
+def _quantize_rows(weight: torch.Tensor, scale_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     w = weight.detach().float()
-    scale = (w.abs().amax(dim=1) / 127).to(scale_dtype or weight.dtype)
+    scale = (w.abs().amax(dim=1) / 127).to(scale_dtype)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     q = torch.round(w / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8)
     return q, scale
