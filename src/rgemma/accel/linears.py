@@ -194,7 +194,7 @@ class MatVecRGLRU(RGLRU):
     the diagonal blocks of the (H, 2E) result. That is H times the multiply-adds, but one pass
     over the weight bytes, which is what a decode step waits for: on AMX, and with the FMA
     kernels, which beat torch's bmm from 10 to 160 rows of heads at the 2B shape (H = 10) on
-    an AVX2 CPU (bench/gemv_levels.py --gates).
+    an AVX2 CPU (once a product that small runs on one thread: kernels.THREAD_BYTES).
 
     The stacked weight is the module's one gate parameter, `gate_weights`; input_gate_weight
     and recurrent_gate_weight are views of it, computed on access, so nothing can make them
