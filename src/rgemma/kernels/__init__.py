@@ -269,7 +269,7 @@ def _linear_fma(
     return y
 
 
-THREAD_BYTES = 2 << 20  # weight bytes (per 8 rows) below which another thread costs more than it gives
+THREAD_BYTES = 4 << 20  # weight bytes (per 8 rows) below which another thread costs more than it gives
 
 
 def _threads(weight_bytes: int, rows: int) -> int:
