@@ -40,6 +40,40 @@ def random_model(
     return model
 
 
+def require_level(name: str) -> str:
+    """`name` when this CPU (and the environment) runs rgemma's kernels at that level, else a
+    pytest skip that says why (the flags the CPU lacks, or the cap in the environment)."""
+    from rgemma import kernels
+
+    have = kernels.level()
+    if kernels.LEVELS.index(name) > kernels.LEVELS.index(have):
+        needed = [
+            f for lv in kernels.LEVELS[1 : kernels.LEVELS.index(name) + 1] for f in kernels.LEVEL_FLAGS[lv]
+        ]
+        missing = [f for f in needed if f not in kernels.cpu_features()]
+        why = (
+            f"lacks {', '.join(missing)}"
+            if missing
+            else f"is capped at {have!r} (RGEMMA_KERNEL_LEVEL/NATIVE)"
+        )
+        pytest.skip(f"kernel level {name!r}: this CPU {why}")
+    return name
+
+
+@pytest.fixture(params=("none", "avx2", "avx512", "amx"))
+def kernel_level(request, monkeypatch) -> str:
+    """Each kernel level in turn (RGEMMA_KERNEL_LEVEL set for the test); the levels this CPU
+    cannot run skip with the reason. A level whose kernel did not build skips too."""
+    from rgemma import kernels
+
+    name = require_level(request.param)
+    monkeypatch.setenv("RGEMMA_KERNEL_LEVEL", name)
+    kernel = {"avx2": "linear_avx2", "avx512": "linear_avx512", "amx": "amx_linear"}.get(name)
+    if kernel and not kernels.available(kernel):
+        pytest.skip(f"kernel level {name!r}: no C compiler, or {kernel} did not build")
+    return name
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models run as fast on one thread, and a busy shared machine cannot stall them

@@ -82,7 +82,7 @@ def test_two_int8_models_run_their_own_kernel_at_once(monkeypatch):
 def _everything(monkeypatch) -> Accel:
     """Every choice away from the plain model; the stacked RG-LRU gates too (on any CPU: they
     then run through torch's product)."""
-    monkeypatch.setattr(choices, "_stacking_pays", lambda rg_lru: True)
+    monkeypatch.setattr(choices, "_stacking_pays", lambda rg_lru, accel: True)
     return Accel(
         scan="ref", attention="ref", linears="matvec", amx_rows=8, compile=True, compile_backend="aot_eager"
     )
@@ -123,6 +123,8 @@ def test_configure_keeps_earlier_choices_and_names_a_bad_one():
         ({"scan": "magic"}, "scan"),
         ({"int8_kernel": "fp4"}, "int8_kernel"),
         ({"amx_rows": -1}, "amx_rows"),
+        ({"native_rows": 1.5}, "native_rows"),
+        ({"prefill": "fp16"}, "prefill"),
     ):
         with pytest.raises(ValueError, match=field):
             configure(model, **bad)

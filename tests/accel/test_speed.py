@@ -20,7 +20,7 @@ from conftest import random_model, tiny_config
 from rgemma import State, kernels
 from rgemma.accel import PLAIN, configure, linears, process, speed
 from rgemma.accel.compile import CompiledBlock, StaticDecodeStep
-from rgemma.accel.linears import AMX_ROWS, SMALL_BATCH_ROWS, MatVecLinear, MatVecRGLRU
+from rgemma.accel.linears import AMX_ROWS, NATIVE_ROWS, SMALL_BATCH_ROWS, MatVecLinear, MatVecRGLRU
 from rgemma.bench import harness as bench
 from rgemma.bench.harness import decode_flops, linear_params, prefill_flops, run_bench
 from rgemma.models.config import RecurrentGemmaConfig
@@ -104,9 +104,10 @@ def test_static_decode_step_equals_plain_step():
 
 
 @pytest.mark.parametrize("int8", [False, True])
-def test_compiled_bf16_decode_step_keeps_the_native_linears(int8):
+def test_compiled_bf16_decode_step_keeps_the_native_linears(int8, kernel_level):
     """What `--compile` runs on a CPU: a bf16 model with speed.optimize's linears (int8 too)
-    traced whole (fullgraph), each linear an rgemma:: op; its steps equal the eager ones."""
+    traced whole (fullgraph), each linear an rgemma:: op; its steps equal the eager ones, at
+    every kernel level (the RG-LRU gates stacked where an AMX or FMA kernel runs)."""
 
     model = random_model().to(torch.bfloat16)
     speed.optimize(model, quantize="int8" if int8 else None)
@@ -127,7 +128,7 @@ def test_compiled_bf16_decode_step_keeps_the_native_linears(int8):
     gates = sum(1 for m in model.modules() if isinstance(m, MatVecRGLRU))  # one product per RG-LRU
     assert gates == (
         len(model.config.layers_block_type) - model.config.layers_block_type.count("attention")
-        if kernels.amx_available()
+        if kernel_level != "none"
         else 0
     )
     counts = {op: sum(op in name for name in ops) for op in ("rgemma.int8_linear", "rgemma.decode_linear")}
@@ -344,23 +345,26 @@ def _rg_lru(heads=4, width=48, seed=0):
 
 
 @pytest.mark.parametrize("heads,width", [(4, 48), (10, 70), (1, 33)])
-def test_matvec_rglru_gates_are_one_product(heads, width, monkeypatch):
-    """Both gates of up to amx_rows rows of heads come from one product (the AMX kernel where
-    the CPU has it, torch's elsewhere), with the plain gates' values (fp32 sums rounded once,
-    then the bias and the sigmoid in bf16); more rows, and inputs that need gradients, take
-    the plain gates."""
+def test_matvec_rglru_gates_are_one_product(heads, width, kernel_level, monkeypatch):
+    """Both gates of up to stack_limit rows of heads (amx_rows with AMX, native_rows with the FMA
+    kernels, none at level "none") come from one product, with the plain gates' values (fp32
+    sums rounded once, then the bias and the sigmoid in bf16); more rows, and inputs that need
+    gradients, take the plain gates."""
     plain = _rg_lru(heads, width)
     fast = MatVecRGLRU.from_rglru(copy.deepcopy(plain))
+    limits = {"none": 0, "avx2": NATIVE_ROWS, "avx512": NATIVE_ROWS, "amx": AMX_ROWS}
+    assert fast.stack_limit == limits[kernel_level]
     calls = []
     product = linears.decode_linear
     monkeypatch.setattr(linears, "decode_linear", lambda *a: calls.append(a[1].shape) or product(*a))
-    fits = AMX_ROWS // heads
+    fits = max(fast.stack_limit // heads, 1)
     for batch, tokens in ((1, 1), (fits, 1), (1, fits), (fits + 1, 1)):
         x = torch.randn(batch, tokens, width, dtype=torch.bfloat16)
         calls.clear()
         with torch.no_grad():
             ours, ref = fast.gates(x), plain.gates(x)
-        assert calls == ([(2 * width, width // heads)] if batch * tokens <= fits else [])
+        stacked = batch * tokens * heads <= fast.stack_limit
+        assert calls == ([(2 * width, width // heads)] if stacked else [])
         for o, r in zip(ours, ref):
             assert o.shape == r.shape == x.shape
             torch.testing.assert_close(o, r, rtol=0, atol=2**-8)  # at most a bf16 ulp apart
@@ -472,6 +476,18 @@ def test_bench_runs_in_process(tmp_path, monkeypatch):
     quant = [r for r in report["results"] if r["measure"] == "int8-error"]
     assert len(quant) == 1 and 0 < quant[0]["max_abs"] < 0.1 * quant[0]["ref_max_abs"]
     assert (tmp_path / "r.json").is_file()
+    # what ran: the CPU's features and kernel level on top, the kernel beside each figure
+    assert report["machine"]["kernel_level"] == kernels.level()
+    assert report["machine"]["cpu_features"] == list(kernels.cpu_features())
+    assert bench.format_table(report).startswith(
+        f"cpu features: {' '.join(kernels.cpu_features()) or 'none'};"
+    )
+    by_impl = {(r["impl"], r["measure"]): r["kernel"] for r in timed}
+    assert by_impl["rgemma", "decode"] == "torch"  # a float32 model keeps torch's linears
+    if linears.native_available() and not kernels.amx_available():  # int8 decode: the FMA kernel
+        assert by_impl["rgemma-int8", "decode"] == kernels.chosen(
+            torch.ones(1, 4), torch.ones(2, 4).char(), "avx512"
+        )
 
 
 def test_bench_products_replays_one_decode_steps_weight_products(tmp_path, monkeypatch):

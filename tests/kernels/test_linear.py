@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import require_level
 from rgemma import kernels
 
 ROWS = (1, 2, 3, 4, 5, 8, 16, 17, 33, 64, 128)
@@ -26,18 +27,7 @@ PICKS = {
 
 def _level(name: str) -> str:
     """`name` when this CPU (and the environment) runs it, else skip with the reason."""
-    have = kernels.level()
-    if kernels.LEVELS.index(name) > kernels.LEVELS.index(have):
-        needed = [
-            f for lv in kernels.LEVELS[1 : kernels.LEVELS.index(name) + 1] for f in kernels.LEVEL_FLAGS[lv]
-        ]
-        missing = [f for f in needed if f not in kernels.cpu_features()]
-        why = (
-            f"lacks {', '.join(missing)}"
-            if missing
-            else f"is capped at {have!r} (RGEMMA_KERNEL_LEVEL/NATIVE)"
-        )
-        pytest.skip(f"kernel level {name!r}: this CPU {why}")
+    require_level(name)
     if not kernels.available(PICKS[name][0], name):
         pytest.skip(f"kernel level {name!r}: no C compiler, or its kernel did not build")
     return name

@@ -205,3 +205,41 @@ def test_weights_that_overflow_the_requested_dtype_are_refused(model, tmp_path):
     with pytest.raises(ValueError, match=r"'model\.final_norm\.weight' overflows torch\.float16"):
         RecurrentGemmaForCausalLM.from_pretrained(tmp_path, dtype=torch.float16)
     RecurrentGemmaForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)  # fine where it fits
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("tied", [True, False])
+def test_int8_on_read_equals_quantizing_the_loaded_model(tmp_path, dtype, tied):
+    """quantize="int8" at load gives the very bytes of loading and then quantize_model: every
+    linear int8 (the tied head its own copy of the embedding), read shard by shard."""
+    from rgemma.accel.quantize import Int8Linear, quantize_model
+
+    random_model(tiny_config(tie_word_embeddings=tied)).to(dtype).save_pretrained(
+        tmp_path, max_shard_size="20KB"
+    )
+    ref = quantize_model(RecurrentGemmaForCausalLM.from_pretrained(tmp_path))
+    got = RecurrentGemmaForCausalLM.from_pretrained(tmp_path, quantize="int8")
+    assert isinstance(got.lm_head, Int8Linear) and not any(type(m) is torch.nn.Linear for m in got.modules())
+    want = ref.state_dict()
+    assert set(got.state_dict()) == set(want)
+    for k, v in got.state_dict().items():
+        assert v.dtype == want[k].dtype and torch.equal(v, want[k]), k
+    ids = torch.randint(0, 97, (1, 7))
+    assert torch.equal(got(ids).logits, ref(ids).logits)
+
+
+def test_plain_reads_equal_safetensors_and_name_a_truncated_file(model, tmp_path):
+    from rgemma.io.tensor_reader import read_tensors
+
+    model.to(torch.bfloat16).save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    ours = dict(read_tensors(path))
+    theirs = load_file(path)
+    assert list(ours) != [] and set(ours) == set(theirs)
+    assert all(torch.equal(ours[k], theirs[k]) and ours[k].dtype == theirs[k].dtype for k in theirs)
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="truncated"):
+        dict(read_tensors(path))
+    path.write_bytes(b"\x05")
+    with pytest.raises(ValueError, match="no header"):
+        dict(read_tensors(path))

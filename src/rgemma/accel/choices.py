@@ -15,9 +15,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from rgemma import kernels
 from rgemma.accel.compile import CompiledBlock
-from rgemma.accel.linears import AMX_ROWS, MatVecLinear, MatVecRGLRU
+from rgemma.accel.linears import AMX_ROWS, NATIVE_ROWS, PREFILLS, MatVecLinear, MatVecRGLRU, stack_rows
 from rgemma.accel.quantize import INT8_KERNELS, Int8Linear
 from rgemma.accel.swap import rebuild
 from rgemma.models.griffin import RGLRU, LocalAttention, ResidualBlock, attend_ref, attend_sdpa
@@ -36,8 +35,15 @@ class Accel:
     attention: multi-token attention: "sdpa" (torch's fused kernel) or "ref" (DeepMind's
       computation, which rounds the scores to the model dtype).
     linears: "torch" (nn.Linear) or "matvec" (rgemma.accel.linears: decode-sized products on
-      CPUs, and the RG-LRU's gates as one AMX product where the CPU has AMX).
+      CPUs through rgemma's AMX or FMA kernels, and the RG-LRU's gates as one product where
+      one of those loads).
     amx_rows: with "matvec", the most rows rgemma's AMX kernel takes (0: never).
+    native_rows: with "matvec", the most rows rgemma's FMA kernels (AVX2, AVX-512F) take on a
+      CPU without AMX (0: never).
+    prefill: with "matvec" (and for every Int8Linear), the arithmetic of half-precision
+      products above the decode sizes: "fp32" (float32 tiles of the weight, rgemma.accel.
+      linears.fp32_tiles), "dtype" (torch's GEMM in the model's dtype), "auto" (fp32 where this
+      CPU has no native GEMM in that dtype: no AMX / AVX512-BF16 for bf16).
     int8_kernel: the kernel of every Int8Linear (rgemma.accel.quantize): "auto" picks per call;
       "native", "amx", "pack", "dequant" force one (an error where it cannot run).
     compile, compile_mode, compile_backend: torch.compile of the one-token step, block by
@@ -48,6 +54,8 @@ class Accel:
     attention: str = "sdpa"
     linears: str = "torch"
     amx_rows: int = AMX_ROWS
+    native_rows: int = NATIVE_ROWS
+    prefill: str = "auto"
     int8_kernel: str = "auto"
     compile: bool = False
     compile_mode: str | None = None
@@ -59,11 +67,14 @@ class Accel:
             ("attention", tuple(ATTENTIONS)),
             ("linears", LINEARS),
             ("int8_kernel", INT8_KERNELS),
+            ("prefill", PREFILLS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of {allowed}")
-        if not isinstance(self.amx_rows, int) or self.amx_rows < 0:
-            raise ValueError(f"amx_rows must be a count of rows (0 or more), got {self.amx_rows!r}")
+        for name in ("amx_rows", "native_rows"):
+            rows = getattr(self, name)
+            if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+                raise ValueError(f"{name} must be a count of rows (0 or more), got {rows!r}")
 
 
 PLAIN = Accel()
@@ -84,7 +95,7 @@ def configure(model: nn.Module, accel: Accel | None = None, **changes) -> nn.Mod
         elif isinstance(module, LocalAttention):
             module.attend = attend
         elif isinstance(module, Int8Linear):
-            module.kernel = target.int8_kernel
+            module.kernel, module.prefill = target.int8_kernel, target.prefill
     model.accel = target
     return model
 
@@ -99,11 +110,11 @@ def _replacement(module: nn.Module, accel: Accel) -> nn.Module:
     kind = type(module)
     if kind in (nn.Linear, MatVecLinear):
         if accel.linears == "matvec":
-            return MatVecLinear.from_linear(module, accel.amx_rows)
+            return MatVecLinear.from_linear(module, accel.amx_rows, accel.native_rows, accel.prefill)
         return module.to_plain() if kind is MatVecLinear else module
     if kind in (RGLRU, MatVecRGLRU):
-        if accel.linears == "matvec" and accel.amx_rows and _stacking_pays(module):
-            return MatVecRGLRU.from_rglru(module, accel.amx_rows)
+        if accel.linears == "matvec" and _stacking_pays(module, accel):
+            return MatVecRGLRU.from_rglru(module, accel.amx_rows, accel.native_rows)
         return module.to_plain() if kind is MatVecRGLRU else module
     if kind in (ResidualBlock, CompiledBlock):
         if accel.compile:
@@ -112,11 +123,15 @@ def _replacement(module: nn.Module, accel: Accel) -> nn.Module:
     return module
 
 
-def _stacking_pays(rg_lru: RGLRU) -> bool:
+def _stacking_pays(rg_lru: RGLRU, accel: Accel) -> bool:
     """The stacked gates do H times the multiply-adds for one pass over the weight: a gain
-    only with bf16 gates on a CPU whose AMX kernel loads."""
+    only with bf16 gates on a CPU where rgemma's AMX or FMA kernel loads (linears.stack_rows)."""
     w = rg_lru.input_gate_weight
-    return w.dtype == torch.bfloat16 and w.device.type == "cpu" and kernels.amx_available()
+    return (
+        w.dtype == torch.bfloat16
+        and w.device.type == "cpu"
+        and stack_rows(accel.amx_rows, accel.native_rows) > 0
+    )
 
 
 def _scan(name: str):

@@ -8,13 +8,18 @@ int8 copy, and the embedding stays as it was for the lookup).
 
 Kernels, picked per call ("auto", or forced per module by `Int8Linear.kernel`, which
 rgemma.accel.configure sets), on a CPU: for up to NATIVE_MAX_ROWS rows with AVX-512
-VNNI, rgemma's int8 GEMV (rgemma.kernels, C compiled on first use): it reads 1 byte per weight
-at close to memory speed, rounding each activation row to int16 against its absmax on the way
-(14 bits, finer than bf16). Up to AMX_MAX_ROWS bf16 rows on a CPU with AMX, rgemma's AMX kernel:
-int8 rows widened to bf16 in cache, exact bf16 x int8 products, as fast as a bf16 model at
-batch 8-32. Without those, up to PACK_MAX_ROWS rows, `torch._weight_int8pack_mm` (no
+VNNI, rgemma's int8 GEMV ("native"; rgemma.kernels, C compiled on first use): it reads 1 byte
+per weight at close to memory speed, rounding each activation row to int16 against its absmax
+on the way (14 bits, finer than bf16). Up to AMX_MAX_ROWS bf16 rows on a CPU with AMX,
+rgemma's AMX kernel ("amx"): int8 rows widened to bf16 in cache, exact bf16 x int8 products,
+as fast as a bf16 model at batch 8-32. Otherwise, up to FMA_MAX_ROWS rows on a CPU with AVX2
+or AVX-512F, rgemma's FMA kernel ("fma", `kernels.int8_linear`): the exact product in fp32,
+rounded once. Without those, up to PACK_MAX_ROWS rows, `torch._weight_int8pack_mm` (no
 dequantized copy, but compute-bound). Otherwise (prefill, other devices) the fallback
-dequantizes and calls F.linear. Measured in the README (Speed).
+dequantizes: above FMA_MAX_ROWS rows (prefill), half-precision activations on a CPU whose GEMM
+in that dtype is slow take float32 tiles (rgemma.accel.linears.fp32_tiles, `Int8Linear.prefill`);
+other inputs, and "dequant", F.linear in their dtype.
+Measured in the README (Speed).
 
 Checkpoint format (shared with `rgemma convert`): for each quantized Linear `X`,
 `X.weight` int8 (out, in) and `X.weight_scale` (out,) in the checkpoint's dtype (exports
@@ -32,13 +37,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from rgemma import kernels
+from rgemma.accel.linears import fp32_tiles, native_available, wants_fp32_tiles
 from rgemma.models.surface import floating_dtype
 
 METHOD = "int8-weight-only"
-INT8_KERNELS = ("auto", "native", "amx", "pack", "dequant")  # native: the int8 GEMV; pack:
-# torch._weight_int8pack_mm; dequant: dequantize + F.linear; auto: the fastest that applies
+INT8_KERNELS = ("auto", "native", "amx", "fma", "pack", "dequant")  # native: the int8 GEMV;
+# fma: kernels.int8_linear (AVX2/AVX-512F); pack: torch._weight_int8pack_mm; dequant:
+# dequantize + F.linear; auto: the fastest that applies
 NATIVE_MAX_ROWS = 4  # the int8 GEMV wins for 1-4 rows (README, Speed); it runs any row count
 AMX_MAX_ROWS = 128  # then the AMX kernel, up to decode batch sizes
+FMA_MAX_ROWS = 128  # without AMX, the FMA kernel beats the others up to here (bench/gemv_levels.py)
+_FMA_LEVEL = "avx512"  # kernels.int8_linear at most at this level: the FMA kernels, never AMX's
 PACK_MAX_ROWS = 8  # above this many rows dequantize + GEMM beats the pack kernel (README, Speed)
 
 
@@ -54,8 +63,20 @@ def quantize_weight(
     scale/2 per element. A row whose scale is 0 (all zeros, or so small that the scale
     underflows, as in float16 for max|W_row| under ~4e-6) gets scale 1 instead: q is then 0 and
     finite, where a zero scale would give 0/0 = NaN."""
+    q = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
+    scale = torch.empty(weight.shape[0], dtype=scale_dtype or weight.dtype, device=weight.device)
+    step = max(1, QUANTIZE_BLOCK // max(weight.shape[1], 1))  # rows at a time: the float32
+    for lo in range(0, weight.shape[0], step):  # temporaries stay small (an LM head is 2.6 GB)
+        q[lo : lo + step], scale[lo : lo + step] = _quantize_rows(weight[lo : lo + step], scale.dtype)
+    return q, scale
+
+
+QUANTIZE_BLOCK = 1 << 22  # weights quantized at a time
+
+
+def _quantize_rows(weight: torch.Tensor, scale_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     w = weight.detach().float()
-    scale = (w.abs().amax(dim=1) / 127).to(scale_dtype or weight.dtype)
+    scale = (w.abs().amax(dim=1) / 127).to(scale_dtype)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     q = torch.round(w / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8)
     return q, scale
@@ -92,6 +113,7 @@ class Int8Linear(nn.Module):
             else None
         )
         self.kernel = "auto"
+        self.prefill = "auto"  # one of rgemma.accel.linears.PREFILLS
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Int8Linear:
@@ -104,8 +126,10 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling() and not kernels.needs_grad(x):
-            return torch.ops.rgemma.int8_linear(x, self.weight, self.weight_scale, self.bias, self.kernel)
-        return int8_linear(x, self.weight, self.weight_scale, self.bias, self.kernel)
+            return torch.ops.rgemma.int8_linear(
+                x, self.weight, self.weight_scale, self.bias, self.kernel, self.prefill
+            )
+        return int8_linear(x, self.weight, self.weight_scale, self.bias, self.kernel, self.prefill)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
@@ -117,30 +141,54 @@ def int8_linear(
     scale: torch.Tensor,
     bias: torch.Tensor | None = None,
     kernel: str = "auto",
+    prefill: str = "auto",
 ) -> torch.Tensor:
-    """x (..., in) @ (q * scale)^T + bias, through `kernel` (see INT8_KERNELS). Traced by
+    """x (..., in) @ (q * scale)^T + bias, through `kernel` (see INT8_KERNELS); the dequantizing
+    fallback in `prefill`'s arithmetic (rgemma.accel.linears.wants_fp32_tiles). Traced by
     torch.compile, only torch's kernels run (a native call would break the graph); Int8Linear
     avoids that by calling the rgemma::int8_linear op below, opaque to the compiler."""
     if not torch.compiler.is_compiling():
-        if _picks(
-            "native",
-            kernel,
-            x,
-            NATIVE_MAX_ROWS,
-            "a CPU tensor, AVX-512 VNNI and a C compiler",
-            lambda: x.device.type == "cpu" and x.dtype.is_floating_point and kernels.int8_gemv_available(),
-        ):
-            y = kernels.int8_gemv(x, q, scale, bias)
-            return y if y.dtype == x.dtype else y.to(x.dtype)
-        if _picks(
-            "amx",
-            kernel,
-            x,
-            AMX_MAX_ROWS,
-            "bf16 activations on a CPU with AMX and a C compiler",
-            lambda: x.device.type == "cpu" and x.dtype == torch.bfloat16 and kernels.amx_available(),
-        ):
-            return kernels.amx_linear(x, q, scale, bias)
+        y = _native_kernels(x, q, scale, bias, kernel)
+        if y is not None:
+            return y
+    return _torch_kernels(x, q, scale, bias, kernel, prefill)
+
+
+def _native_kernels(x, q, scale, bias, kernel: str) -> torch.Tensor | None:
+    """The product through rgemma's int8 GEMV, AMX or FMA kernel, if `kernel` picks one."""
+    if _picks(
+        "native",
+        kernel,
+        x,
+        NATIVE_MAX_ROWS,
+        "a CPU tensor, AVX-512 VNNI and a C compiler",
+        lambda: x.device.type == "cpu" and x.dtype.is_floating_point and kernels.int8_gemv_available(),
+    ):
+        y = kernels.int8_gemv(x, q, scale, bias)
+        return y if y.dtype == x.dtype else y.to(x.dtype)
+    if _picks(
+        "amx",
+        kernel,
+        x,
+        AMX_MAX_ROWS,
+        "bf16 activations on a CPU with AMX and a C compiler",
+        lambda: x.device.type == "cpu" and x.dtype == torch.bfloat16 and kernels.amx_available(),
+    ):
+        return kernels.amx_linear(x, q, scale, bias)
+    if _picks(
+        "fma",
+        kernel,
+        x,
+        FMA_MAX_ROWS,
+        "bf16/float32 activations on a CPU with AVX2 (or AVX-512F) and a C compiler",
+        lambda: x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32) and native_available(),
+    ):
+        return kernels.int8_linear(x, q, scale, bias, level=_FMA_LEVEL)  # None under autograd
+    return None
+
+
+def _torch_kernels(x, q, scale, bias, kernel: str, prefill: str) -> torch.Tensor:
+    """The product through torch: the pack kernel, or dequantized (in fp32 tiles, or whole)."""
     rows, out_shape = x.reshape(-1, x.shape[-1]), (*x.shape[:-1], q.shape[0])
     # The pack kernel wants activations and scales of one dtype, a contiguous q, and
     # in_features a multiple of 16 (other widths crash it). It also takes float32, but is
@@ -163,18 +211,25 @@ def int8_linear(
     ):
         y = torch._weight_int8pack_mm(rows, q, scale).view(out_shape)
         return y + bias if bias is not None else y
+    if kernel == "auto" and rows.shape[0] > FMA_MAX_ROWS and wants_fp32_tiles(x, q, prefill):
+        return fp32_tiles(x, lambda lo, hi: dequantize_weight(q[lo:hi], scale[lo:hi]), q.shape[0], bias)
     return F.linear(x, q.to(x.dtype) * scale.to(x.dtype)[:, None], bias)
 
 
 @torch.library.custom_op("rgemma::int8_linear", mutates_args=())
 def _int8_linear_op(
-    x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, kernel: str
+    x: torch.Tensor,
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    kernel: str,
+    prefill: str,
 ) -> torch.Tensor:
-    return int8_linear(x, q, scale, bias, kernel).contiguous()
+    return int8_linear(x, q, scale, bias, kernel, prefill).contiguous()
 
 
 @_int8_linear_op.register_fake
-def _(x, q, scale, bias, kernel):
+def _(x, q, scale, bias, kernel, prefill):
     return x.new_empty(*x.shape[:-1], q.shape[0])
 
 

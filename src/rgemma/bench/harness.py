@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from rgemma.accel.memory import meminfo_gb, peak_rss_mb, reset_peak_rss, rss_bytes
+from rgemma.bench.trace import kernel_info, kernel_line, summary, traced
 from rgemma.models.config import PRESETS, RecurrentGemmaConfig
 from rgemma.text.generate import PREFILL_CHUNK
 
@@ -461,11 +462,13 @@ def _timed(setup, run, threads: int, reps: int, tries: int) -> dict:
 
 def bench_prefill(runner, T: int, threads: int, reps: int) -> dict:
     ids = _random_ids(runner.config, 1, T, runner.device)
-    runner.prefill(ids[:, : min(T, PREFILL_CHUNK)])  # warm-up, at the chunk's shapes
+    with traced() as seen:
+        runner.prefill(ids[:, : min(T, PREFILL_CHUNK)])  # warm-up, at the chunk's shapes
     big = T > 8192
     r = _timed(lambda: ids, runner.prefill, threads, 1 if big else reps, 2 if big else 3 * reps)
     return {
         **r,
+        **_kernels(seen),
         "tok_s": T / r["seconds"],
         "seconds_per_step": r["seconds"],
         "flops_per_step": prefill_flops(runner.config, T),
@@ -474,11 +477,14 @@ def bench_prefill(runner, T: int, threads: int, reps: int) -> dict:
 
 def bench_decode(runner, batch: int, steps: int, threads: int, reps: int, state_bytes: int) -> dict:
     ids = _random_ids(runner.config, batch, 16, runner.device)
-    runner.decode(runner.prefill(ids), 2)  # warm-up (and compilation)
+    ctx = runner.prefill(ids)
+    with traced() as seen:
+        runner.decode(ctx, 2)  # warm-up (and compilation)
     r = _timed(lambda: runner.prefill(ids), lambda ctx: runner.decode(ctx, steps), threads, reps, 3 * reps)
     sec = r["seconds"] / steps
     return {
         **r,
+        **_kernels(seen),
         "tok_s": batch / sec,
         "ms_per_token": 1e3 * sec,
         "seconds_per_step": sec,
@@ -498,10 +504,14 @@ def bench_products(runner, batch: int, steps: int, threads: int, reps: int) -> d
             for product, x in c:
                 product(x)
 
+    with traced() as seen:  # one pass, untimed
+        for product, x in calls:
+            product(x)
     r = _timed(lambda: calls, run, threads, reps, 3 * reps)
     sec = r["seconds"] / steps
     return {
         **r,
+        **_kernels(seen),
         "tok_s": batch / sec,
         "ms_per_token": 1e3 * sec,
         "seconds_per_step": sec,
@@ -513,19 +523,27 @@ def bench_products(runner, batch: int, steps: int, threads: int, reps: int) -> d
 def bench_position(
     runner, position: int, steps: int, threads: int, reps: int, synthetic: bool, state_bytes: int
 ) -> dict:
-    runner.decode(runner.at_position(64, synthetic), 2)  # warm-up
+    with traced() as seen:
+        runner.decode(runner.at_position(64, synthetic), 2)  # warm-up
     ctx = runner.at_position(position, synthetic)
     # The same state serves every run: it moves on by `steps` tokens, nothing else changes.
     r = _timed(lambda: ctx, lambda c: runner.decode(c, steps), threads, reps, 3 * reps)
     sec = r["seconds"] / steps
     return {
         **r,
+        **_kernels(seen),
         "tok_s": 1 / sec,
         "ms_per_token": 1e3 * sec,
         "seconds_per_step": sec,
         "flops_per_step": decode_flops(runner.config, 1, position),
         "bytes_per_step": runner.weight_bytes() + state_bytes,
     }
+
+
+def _kernels(seen) -> dict:
+    """The record's `kernel` (what its products ran, e.g. linear_avx2, or torch) and the counts
+    per kernel in one traced call."""
+    return {"kernel": summary(seen), "kernel_calls": dict(seen)}
 
 
 # --------------------------------------------------------------------------- one worker
@@ -637,6 +655,7 @@ def run_bench(
     if mem_limit_gb is None:
         mem_limit_gb = 0.8 * meminfo_gb("MemAvailable")
     report = {"machine": machine_info(threads), "ceilings": {}, "results": []}
+    print(kernel_line(report["machine"]), file=log, flush=True)
     if "ceilings" in measures:
         report["ceilings"] = measure_ceilings(device, quick)
         print(_ceilings_line(report["ceilings"]), file=log, flush=True)
@@ -755,6 +774,7 @@ def machine_info(threads: int) -> dict:
         "torch": torch.__version__,
         "transformers": _version("transformers"),
         "cuda": torch.cuda.is_available() and torch.cuda.get_device_name(0),
+        **kernel_info(),
     }
 
 
@@ -789,14 +809,16 @@ def format_record(r: dict) -> str:
     ms = f" {r['ms_per_token']:8.2f} ms/tok" if "ms_per_token" in r else ""
     roof = f" roofline {100 * r['roofline_frac']:5.1f}%" if "roofline_frac" in r else ""
     busy = "  CONTENDED" if r.get("contended") else ""
+    kernel = f"  kernel {r['kernel']}" if "kernel" in r else ""
     return (
         f"{head} {r['tok_s']:10.1f} tok/s{ms}{roof}  rss {r['peak_rss_mb']:7.0f} MB"
-        f"  cpu {100 * r['cpu']:3.0f}%  load {r['load']:.1f}{busy}"
+        f"  cpu {100 * r['cpu']:3.0f}%  load {r['load']:.1f}{kernel}{busy}"
     )
 
 
 def format_table(report: dict, baseline: str = "transformers") -> str:
-    """A markdown table: one row per (shape, dtype, measure, size), one column per impl."""
+    """A markdown table: one row per (shape, dtype, measure, size), one column per impl, and the
+    kernels rgemma's products ran; above it, the CPU features and the kernel level."""
     rows, impls = {}, []
     for r in report["results"]:
         if r["measure"] == "int8-error":
@@ -806,10 +828,12 @@ def format_table(report: dict, baseline: str = "transformers") -> str:
         if r["impl"] not in impls:
             impls.append(r["impl"])
     lines = [
+        kernel_line(report.get("machine", {})),
+        "",
         "| shape | dtype | measure | size | "
         + " | ".join(impls)
-        + f" | rgemma / {baseline} | rgemma roofline | rgemma peak RSS |",
-        "|" + "---|" * (len(impls) + 7),
+        + f" | rgemma / {baseline} | rgemma roofline | rgemma peak RSS | rgemma kernel |",
+        "|" + "---|" * (len(impls) + 8),
     ]
     for (shape, dtype, measure, size), by_impl in rows.items():
         cells = [_cell(by_impl.get(i), measure) for i in impls]
@@ -820,7 +844,7 @@ def format_table(report: dict, baseline: str = "transformers") -> str:
         lines.append(
             f"| {shape} | {dtype} | {measure} | {size} | "
             + " | ".join(cells)
-            + f" | {ratio} | {roof} | {rss} |"
+            + f" | {ratio} | {roof} | {rss} | {ours.get('kernel', '')} |"
         )
     return "\n".join(lines)
 

@@ -15,11 +15,14 @@ AVX-512 machine can run and test the AVX2 kernels), and RGEMMA_NATIVE=0 turns ev
   weights for decode batches (2 to ~128 rows) on AMX tiles; its int8 path gives int8 models a
   fast batched decode, where torch has no fast kernel. Needs AMX-BF16.
 
-rgemma.accel (quantize, linears) uses int8_gemv and amx_linear; `int8_gemv_available()` /
-`amx_available()` say whether each loaded, and torch's kernels run when not. Building needs a
-C compiler (`$CC`, else cc or gcc). Each shared library is built once into $RGEMMA_CACHE/kernels
-(default ~/.cache/rgemma/kernels), named by a hash of the source and the build command, and
-written atomically (rgemma.io.atomic), so concurrent first uses cannot see half a file.
+rgemma.accel (quantize, linears) uses all of them: amx_linear where AMX loads, else `linear` /
+`int8_linear` at AVX2 or AVX-512F for decode rows; `int8_gemv_available()` / `amx_available()`
+say whether each loaded, and torch's kernels run when none does. `fast_half_gemm(dtype)` says
+whether torch's GEMM in bf16/fp16 is native on this CPU (accel prefills in fp32 tiles if not).
+Building needs a C compiler (`$CC`, else cc or gcc). Each shared library is built once into
+$RGEMMA_CACHE/kernels (default ~/.cache/rgemma/kernels), named by a hash of the source and the
+build command, and written atomically (rgemma.io.atomic), so concurrent first uses cannot see
+half a file.
 """
 
 from __future__ import annotations
@@ -160,6 +163,19 @@ def amx_available() -> bool:
     return available("amx_linear")
 
 
+# The CPU flags with which torch's GEMM in each half dtype runs natively (oneDNN); without
+# them it widens inside the GEMM and runs several times slower than float32 (README, Speed).
+HALF_GEMM_FLAGS = {torch.bfloat16: ("avx512_bf16", "amx_bf16"), torch.float16: ("avx512_fp16", "amx_fp16")}
+
+
+def fast_half_gemm(dtype: torch.dtype) -> bool:
+    """Whether this CPU has a native GEMM for `dtype` (bf16: AVX512-BF16 or AMX-BF16; fp16:
+    AVX512-FP16 or AMX-FP16); float32 always counts as native. By the CPU's flags alone, so
+    RGEMMA_KERNEL_LEVEL (which caps rgemma's kernels, not torch's) does not change it."""
+    flags = HALF_GEMM_FLAGS.get(dtype)
+    return flags is None or any(f in _cpu_flags() for f in flags)
+
+
 def linear(
     x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, *, level: str | None = None
 ) -> torch.Tensor | None:
@@ -245,12 +261,22 @@ def _linear_fma(
         rows,
         n_out,
         k_in,
-        torch.get_num_threads(),
+        _threads(wc.nbytes, rows),
         kinds,
     )
     if status != 0:
         raise MemoryError(f"{name}: out of memory for the fp32 activations")
     return y
+
+
+THREAD_BYTES = 4 << 20  # weight bytes (per 8 rows) below which another thread costs more than it gives
+
+
+def _threads(weight_bytes: int, rows: int) -> int:
+    """Threads for a product: torch's count, fewer for a small one, where starting and joining a
+    thread (a barrier; far longer when another process holds a core) outweighs its share."""
+    work = weight_bytes * -(-rows // 8)
+    return max(1, min(torch.get_num_threads(), work // THREAD_BYTES))
 
 
 def int8_gemv(

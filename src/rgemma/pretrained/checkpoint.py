@@ -22,12 +22,20 @@ from rgemma.io.checkpoint_files import (
     write_config,
 )
 from rgemma.io.shards import MAX_SHARD_SIZE, write_shards
+from rgemma.io.tensor_reader import read_tensors
 from rgemma.models.config import RecurrentGemmaConfig
 from rgemma.models.surface import floating_dtype
 
 
-def load_model(cls, path_or_repo_id, dtype=None, device=None, progress: bool = False) -> nn.Module:
-    """Build `cls` on the meta device, then assign each tensor from the safetensors files."""
+def load_model(
+    cls, path_or_repo_id, dtype=None, device=None, progress: bool = False, quantize: str | None = None
+) -> nn.Module:
+    """Build `cls` on the meta device, then assign each tensor from the safetensors files.
+
+    `quantize="int8"` quantizes every linear's weight as it is read (rgemma.accel.quantize:
+    the same bytes as quantizing the loaded model), with plain reads instead of a memory map
+    (rgemma.io.tensor_reader), so the float model is never held whole: the peak is about the
+    int8 model plus one float tensor. A checkpoint that is already quantized ignores it."""
     model_dir = resolve_model_dir(path_or_repo_id)
     config = RecurrentGemmaConfig.from_json_file(model_dir / "config.json")
     files = weight_files(model_dir)
@@ -38,11 +46,15 @@ def load_model(cls, path_or_repo_id, dtype=None, device=None, progress: bool = F
     if config.extra.get("quantization"):
         dtype = dtype or parse_dtype(config.extra.get("torch_dtype")) or torch.float32
         _prepare_quantized(model, config.extra["quantization"], prefix, dtype)
+        quantize = None
+    on_read = _quantize_on_read(model) if quantize == "int8" else set()
     expected = dict(model.state_dict(keep_vars=True))
-    if getattr(config, "tie_word_embeddings", True):
+    tied = getattr(config, "tie_word_embeddings", True)
+    if tied:
         expected.pop("lm_head.weight", None)
+        expected.pop("lm_head.weight_scale", None)  # quantized from the embedding at the end
     seen = set()
-    for file, key, tensor in _iter_tensors(files, progress):
+    for file, key, tensor in _iter_tensors(files, progress, plain_reads=bool(on_read)):
         name = _match_key(key, prefix, expected)
         if name == "lm_head.weight" and name not in expected:
             continue  # tied to the embedding, or a base model without a head
@@ -61,6 +73,9 @@ def load_model(cls, path_or_repo_id, dtype=None, device=None, progress: bool = F
             raise ValueError(
                 f"{file.name}: tensor {key!r} is {tensor.dtype}, expected {expected[name].dtype}"
             )
+        if name.removesuffix(".weight") in on_read and tensor.is_floating_point():
+            seen.add(_assign_int8(model, name, tensor, device))
+            continue
         _assign(model, name, tensor.to(device=device or "cpu"))
     missing = [k for k in expected if k not in seen]
     if missing:
@@ -68,9 +83,32 @@ def load_model(cls, path_or_repo_id, dtype=None, device=None, progress: bool = F
             f"checkpoint {model_dir} is missing tensor {_with_prefix(missing[0], prefix)!r}"
             + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
         )
-    if hasattr(model, "tie_weights"):
+    if tied and "lm_head" in on_read:  # the tied head gets its own int8 copy, as quantize_model's
+        seen.add(_assign_int8(model, "lm_head.weight", model.get_input_embeddings().weight, device))
+    elif hasattr(model, "tie_weights"):
         model.tie_weights()
     return model.eval()
+
+
+def _quantize_on_read(model: nn.Module) -> set[str]:
+    """Swap every nn.Linear of the meta model for an empty Int8Linear; their names."""
+    from rgemma.accel.quantize import prepare_int8
+
+    names = {name for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    prepare_int8(model, sorted(names))
+    return names
+
+
+def _assign_int8(model: nn.Module, name: str, weight: torch.Tensor, device) -> str:
+    """Quantize `weight` into the Int8Linear that owns `name` ("X.weight"); returns the scale's
+    key, which the checkpoint does not hold."""
+    from rgemma.accel.quantize import quantize_weight
+
+    q, scale = quantize_weight(weight)
+    scale_name = name.removesuffix("weight") + "weight_scale"
+    _assign(model, name, q.to(device=device or "cpu"))
+    _assign(model, scale_name, scale.to(device=device or "cpu"))
+    return scale_name
 
 
 def _match_key(key: str, prefix: str, expected: dict) -> str:
@@ -88,8 +126,10 @@ def _with_prefix(name: str, prefix: str) -> str:
     return name if name.startswith(prefix) else prefix + name
 
 
-def _iter_tensors(files: list[Path], progress: bool):
-    """Yield (file, key, tensor) one tensor at a time; truncated files give a clear error."""
+def _iter_tensors(files: list[Path], progress: bool, plain_reads: bool = False):
+    """Yield (file, key, tensor) one tensor at a time; truncated files give a clear error.
+    `plain_reads`: without a memory map (rgemma.io.tensor_reader), so a read tensor that is
+    converted and let go leaves nothing resident."""
     from tqdm.auto import tqdm
 
     total = sum(f.stat().st_size for f in files)
@@ -102,6 +142,11 @@ def _iter_tensors(files: list[Path], progress: bool):
         disable=not progress and total < 512 * 2**20,
     )
     for f in files:
+        if plain_reads:
+            for key, tensor in read_tensors(f):
+                bar.update(tensor.numel() * tensor.element_size())
+                yield f, key, tensor
+            continue
         try:
             handle = safe_open(f, framework="pt")
             keys = list(handle.keys())

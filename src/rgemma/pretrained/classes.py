@@ -22,6 +22,14 @@ from rgemma.text.generation_config import GenerationConfig, set_fields
 IGNORED_LOAD_ARGS = ("trust_remote_code", "low_cpu_mem_usage", "local_files_only", "use_safetensors")
 
 
+def _quantized(model, quantize: str | None):
+    if quantize == "int8":
+        from rgemma.accel.quantize import quantize_model
+
+        quantize_model(model)
+    return model
+
+
 class PreTrainedMixin:
     """from_pretrained, save_pretrained, generate() and the attributes transformers' tools
     (peft, pipeline) look for: generation_config, can_generate, prepare_inputs_for_generation."""
@@ -38,6 +46,7 @@ class PreTrainedMixin:
         torch_dtype=None,
         progress: bool = False,
         device_map: str | torch.device | dict | None = None,
+        quantize: str | None = None,
         **kwargs,
     ):
         """Load an HF-format directory, a repo id found in the local HF cache, or (None) the
@@ -46,7 +55,10 @@ class PreTrainedMixin:
         `dtype` (alias `torch_dtype`) follows rgemma.io.checkpoint_files.load_dtype: unset keeps
         the checkpoint's dtype ("auto", transformers 5's default), except that the bundled
         model runs in float32. `device_map` places the whole model on one device: "cpu",
-        "cuda", "cuda:1", a torch.device, {"": device}, or "auto" (CUDA when available)."""
+        "cuda", "cuda:1", a torch.device, {"": device}, or "auto" (CUDA when available).
+        `quantize="int8"` quantizes each linear as it is read (rgemma.pretrained.checkpoint), so
+        the float model is never held whole; an adapter is merged first, so it is then
+        quantized after loading."""
         unknown = sorted(set(kwargs) - set(IGNORED_LOAD_ARGS))
         if unknown:
             raise TypeError(f"from_pretrained() got unsupported arguments: {unknown}")
@@ -56,13 +68,14 @@ class PreTrainedMixin:
                 adapter_base(model_dir), dtype, device, torch_dtype, progress, device_map
             )
             merge_adapter(model, model_dir)
-            return model
+            return _quantized(model, quantize)
         model = load_model(
             cls,
             model_dir,
             dtype=load_dtype(model_dir, dtype if dtype is not None else torch_dtype),
             device=device if device is not None else map_device(device_map),
             progress=progress,
+            quantize=quantize,
         )
         if (model_dir / GENERATION_FILE).is_file():
             model.generation_config = GenerationConfig.from_pretrained(model_dir)

@@ -33,12 +33,13 @@ def load(
         path, adapter = adapter_base(path), str(path)
     start = time.perf_counter()
     print(f"loading {path}", file=err)
-    lm = RecurrentGemmaForCausalLM.from_pretrained(path, dtype=dtype, device=device)  # load_dtype's rule
+    on_read = quantize if adapter is None else None  # int8 as each tensor is read; after a merge
+    lm = RecurrentGemmaForCausalLM.from_pretrained(path, dtype=dtype, device=device, quantize=on_read)
     if adapter is not None:
         merge_adapter(lm, adapter)
         print(f"merged the LoRA adapter {adapter}", file=err)
     tokenizer = Tokenizer.from_dir(adapter if adapter and tokenizer_files(adapter) else path)
-    n_params = lm.num_parameters()  # before int8 turns weights into buffers
+    n_params = lm.num_parameters() + sum(b.numel() for n, b in lm.named_buffers() if n.endswith(".weight"))
     optimize(lm, compile=compile, quantize=quantize)
     extras = "".join(
         [
