@@ -12,7 +12,7 @@ alternate round by round, so load drifting on a shared machine hits them alike. 
 - bf16: `F.linear`, `torch.mv` (one row), and `kernels.linear` at each level this CPU runs
   (`linear-avx2`, ...), the level forced through the `level=` argument;
 - int8 (a scale per output channel): `torch._weight_int8pack_mm`, and `kernels.int8_linear`
-  at each level (`int8-avx2`, ...).
+  at each level (`int8-avx2`, ...), and `kernels.int8_gemv` (`int8-gemv`) where it loads.
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ def variants(n_out: int, k_in: int, rows: int, levels: list[str]):
     out += [
         (f"int8-{lv}", int8, lambda x, q, lv=lv: kernels.int8_linear(x, q, scale, level=lv)) for lv in levels
     ]
+    if kernels.int8_gemv_available():
+        out.append(("int8-gemv", int8, lambda x, q: kernels.int8_gemv(x, q, scale)))
     return out
 
 

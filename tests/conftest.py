@@ -60,7 +60,7 @@ def require_level(name: str) -> str:
     return name
 
 
-@pytest.fixture(params=("none", "avx2", "avx512", "amx"))
+@pytest.fixture(params=("none", "avx2", "avx512", "avx512bf16", "amx"))
 def kernel_level(request, monkeypatch) -> str:
     """Each kernel level in turn (RGEMMA_KERNEL_LEVEL set for the test); the levels this CPU
     cannot run skip with the reason. A level whose kernel did not build skips too."""
@@ -68,7 +68,12 @@ def kernel_level(request, monkeypatch) -> str:
 
     name = require_level(request.param)
     monkeypatch.setenv("RGEMMA_KERNEL_LEVEL", name)
-    kernel = {"avx2": "linear_avx2", "avx512": "linear_avx512", "amx": "amx_linear"}.get(name)
+    kernel = {
+        "avx2": "linear_avx2",
+        "avx512": "linear_avx512",
+        "avx512bf16": "linear_avx512bf16",
+        "amx": "amx_linear",
+    }.get(name)
     if kernel and not kernels.available(kernel):
         pytest.skip(f"kernel level {name!r}: no C compiler, or {kernel} did not build")
     return name

@@ -21,6 +21,7 @@ DTYPES = (torch.bfloat16, torch.float32)
 PICKS = {
     "avx2": ("linear_avx2", "linear_avx2"),
     "avx512": ("linear_avx512", "linear_avx512"),
+    "avx512bf16": ("linear_avx512bf16", "linear_avx512"),
     "amx": ("amx_linear", "linear_avx512"),
 }
 
@@ -145,6 +146,12 @@ def test_levels_come_from_the_cpu_and_the_environment_caps_them(monkeypatch):
         assert kernels.chosen(
             torch.ones(1, 4, dtype=torch.bfloat16), torch.ones(2, 4, dtype=torch.bfloat16)
         ) == ("linear_avx2")
+    skylake = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl")  # AVX-512 without VNNI/BF16
+    monkeypatch.setattr(kernels, "_cpu_flags", lambda: skylake)
+    monkeypatch.delenv("RGEMMA_KERNEL_LEVEL")
+    assert kernels.cpu_level() == "avx512" and kernels.level() == "avx512"
+    monkeypatch.setattr(kernels, "_cpu_flags", lambda: (*skylake, "avx512_vnni", "avx512_bf16"))
+    assert kernels.cpu_level() == "avx512bf16"
     monkeypatch.setenv("RGEMMA_KERNEL_LEVEL", "sse9")
     with pytest.raises(ValueError, match="unknown kernel level"):
         kernels.level()

@@ -80,7 +80,7 @@ def decode_linear(
     if 1 <= rows <= amx_rows and _amx_fits(x, weight):
         return kernels.amx_linear(x, weight, None, bias)
     if 1 <= rows <= native_rows and _native_fits(x, weight):
-        y = kernels.linear(x, weight, bias, level=_FMA_LEVEL)
+        y = kernels.linear(x, weight, bias, level=kernels.FMA_LEVEL)
         if y is not None:
             return y
     if rows == 1:
@@ -94,9 +94,6 @@ def decode_linear(
     if wants_fp32_tiles(x, weight, prefill):
         return fp32_tiles(x, lambda lo, hi: weight[lo:hi].float(), weight.shape[0], bias)
     return F.linear(x, weight, bias)
-
-
-_FMA_LEVEL = "avx512"  # kernels.linear at most at this level: the FMA kernels, never AMX's
 
 
 def wants_fp32_tiles(x: torch.Tensor, weight: torch.Tensor, prefill: str) -> bool:
@@ -303,8 +300,8 @@ class MatVecRGLRU(RGLRU):
 
 
 def native_available() -> bool:
-    """Whether rgemma's FMA kernels (kernels.linear at AVX2 or AVX-512F) run here."""
-    return any(kernels.available(name) for name in ("linear_avx512", "linear_avx2"))
+    """Whether rgemma's FMA kernels (kernels.linear below AMX: AVX2, AVX-512F, AVX-512 BF16) run here."""
+    return any(kernels.available(name) for name in ("linear_avx512bf16", "linear_avx512", "linear_avx2"))
 
 
 def stack_rows(amx_rows: int, native_rows: int) -> int:

@@ -47,7 +47,6 @@ INT8_KERNELS = ("auto", "native", "amx", "fma", "pack", "dequant")  # native: th
 NATIVE_MAX_ROWS = 4  # the int8 GEMV wins for 1-4 rows (README, Speed); it runs any row count
 AMX_MAX_ROWS = 128  # then the AMX kernel, up to decode batch sizes
 FMA_MAX_ROWS = 128  # without AMX, the FMA kernel beats the others up to here (bench/gemv_levels.py)
-_FMA_LEVEL = "avx512"  # kernels.int8_linear at most at this level: the FMA kernels, never AMX's
 PACK_MAX_ROWS = 8  # above this many rows dequantize + GEMM beats the pack kernel (README, Speed)
 
 
@@ -183,7 +182,7 @@ def _native_kernels(x, q, scale, bias, kernel: str) -> torch.Tensor | None:
         "bf16/float32 activations on a CPU with AVX2 (or AVX-512F) and a C compiler",
         lambda: x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32) and native_available(),
     ):
-        return kernels.int8_linear(x, q, scale, bias, level=_FMA_LEVEL)  # None under autograd
+        return kernels.int8_linear(x, q, scale, bias, level=kernels.FMA_LEVEL)  # None under autograd
     return None
 
 

@@ -1,13 +1,14 @@
 """Native CPU kernels, compiled from C on first use and cached; optional by design.
 
 Each kernel has a level, chosen at run time by the CPU's features ("none" < "avx2" < "avx512"
-< "amx", `level()`); RGEMMA_KERNEL_LEVEL=<level> caps it (never above what the CPU has, so an
+< "avx512bf16" < "amx", `level()`); RGEMMA_KERNEL_LEVEL=<level> caps it (never above what the CPU has, so an
 AVX-512 machine can run and test the AVX2 kernels), and RGEMMA_NATIVE=0 turns every kernel off.
 
 - `linear(x, w, bias)` / `int8_linear(x, q, scale, bias)`: bf16 or int8 weights, the exact
   product (fp32 sums, rounded once), through the best kernel at the current level, else None:
-  linear_fma.c (avx2: AVX2 + FMA + F16C; avx512: the same source on AVX-512F) or, at "amx"
-  with bf16 activations, amx_linear.
+  linear_fma.c (avx2: AVX2 + FMA + F16C; avx512: the same source on AVX-512F; avx512bf16: the
+  same source on vdpbf16ps, for bf16 activations) or, at "amx" with bf16 activations,
+  amx_linear.
 - `int8_gemv(x, q, scale, bias)` (int8_gemv.c, "avx512"): the int8 weight-only product for one
   to a few rows on AVX-512 VNNI, close to memory speed; it rounds each activation row to int16
   (14 bits) first, so it is not the exact product. Needs AVX-512 F, BW, VL and VNNI.
@@ -50,12 +51,14 @@ BASE_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC"]
 _PTR, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 
 
-LEVELS = ("none", "avx2", "avx512", "amx")
-# The /proc/cpuinfo flags each level adds to the ones below it.
+LEVELS = ("none", "avx2", "avx512", "avx512bf16", "amx")
+# The /proc/cpuinfo flags each level adds to the ones below it. A kernel also lists the flags it
+# needs itself (int8_gemv, at "avx512", needs VNNI too), so it loads only where they are.
 LEVEL_FLAGS = {
     "avx2": ("avx2", "fma", "f16c"),
-    "avx512": ("avx512f", "avx512bw", "avx512vl", "avx512_vnni"),
-    "amx": ("avx512_bf16", "amx_tile", "amx_bf16"),
+    "avx512": ("avx512f", "avx512bw", "avx512vl"),
+    "avx512bf16": ("avx512_vnni", "avx512_bf16"),
+    "amx": ("amx_tile", "amx_bf16"),
 }
 
 
@@ -69,6 +72,8 @@ class Kernel:
     argtypes: tuple
     init: str | None = None  # called once after loading; nonzero means unusable
 
+
+FMA_LEVEL = "avx512bf16"  # the highest level of linear_fma.c's variants (below AMX's kernel)
 
 # linear_fma.c: x, w, q8, scale, bias, y, rows, n_out, k_in, threads, kinds
 _LINEAR_ARGS = (_PTR, _PTR, _INT, _PTR, _PTR, _PTR) + (_I64,) * 3 + (_INT,) * 2
@@ -89,6 +94,16 @@ KERNELS = {
         ("avx512f", "avx2", "fma", "f16c"),
         ("-mavx512f", "-mavx2", "-mfma", "-mf16c", "-DVW=16"),
         "rgemma_linear_avx512",
+        _LINEAR_ARGS,
+    ),
+    # The same source on vdpbf16ps: bf16 activations only (they are its exact inputs).
+    "linear_avx512bf16": Kernel(
+        "linear_fma.c",
+        "avx512bf16",
+        ("avx512f", "avx512bw", "avx512_bf16", "avx2", "fma", "f16c"),
+        ("-mavx512f", "-mavx512bw", "-mavx512bf16", "-mavx2", "-mfma", "-mf16c", "-DVW=16", "-DDPBF16")
+        + ("-DNB=8", "-DRB=4"),  # tiles of 8 x 4 (bench/gemv_levels.py)
+        "rgemma_linear_avx512bf16",
         _LINEAR_ARGS,
     ),
     "int8_gemv": Kernel(
@@ -231,7 +246,7 @@ def _choose(x: torch.Tensor, w: torch.Tensor, at: str | None) -> str | None:
         return None
     names = ["linear_avx512", "linear_avx2"]
     if x.dtype == torch.bfloat16:
-        names.insert(0, "amx_linear")
+        names[:0] = ["amx_linear", "linear_avx512bf16"]
     return next((name for name in names if available(name, at)), None)
 
 

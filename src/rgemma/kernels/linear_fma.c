@@ -1,17 +1,27 @@
 /* Linear layers for CPU decode (1 to ~128 rows) on x86-64 with AVX2 + FMA; built with
- * -DVW=16, the same source is the AVX-512F variant.
+ * -DVW=16, the same source is the AVX-512F variant, and with -DVW=16 -DDPBF16 the AVX-512 BF16
+ * variant (vdpbf16ps), for bf16 activations only.
  *
- *   y[b, n] = round_once( sum_k x[b, k] * w[n, k] [* scale[n]] + bias[n] ),  fp32 FMA throughout
+ *   y[b, n] = round_once( sum_k x[b, k] * w[n, k] [* scale[n]] + bias[n] ),  fp32 sums throughout
  *
  * w is the nn.Linear weight (n_out, k_in), row-major, bf16 or int8 (then with a scale per
  * output channel). Both widen to fp32 exactly: a bf16 is the top half of an fp32 (shift left
  * 16); an int8 is sign-extended and converted. So the result is x.float() @ w.float().T (times
  * scale) plus bias, up to fp32 summation order, rounded once to y's dtype (nearest even).
  *
- * bf16 weights are widened two vectors at a time from one load: the even elements by a shift,
- * the odd ones by a mask (2 cheap ops per 2 * VW weights). The activations are converted to
- * fp32 once per call, into a buffer whose blocks of 2 * VW inputs hold the even inputs, then
- * the odd ones, to match; for int8 weights they stay in order. Each thread owns blocks of
+ * FMA variants: bf16 weights are widened two vectors at a time from one load: the even
+ * elements by a shift, the odd ones by a mask (2 cheap ops per 2 * VW weights). The activations
+ * are converted to fp32 once per call, into a buffer whose blocks of 2 * VW inputs hold the even
+ * inputs, then the odd ones, to match; for int8 weights they stay in order.
+ *
+ * DPBF16 variant: vdpbf16ps multiplies 32 bf16 pairs and adds each pair's two products into
+ * an fp32 lane: a bf16 x bf16 product is exact in fp32, so with bf16 activations (copied as
+ * they are, in order) this is again the fp32 sum of the exact products, in another order, at
+ * half the instructions of widening + FMA, which is what batches of rows are bound by. The
+ * instruction treats denormal inputs and results as zero (bf16 values under 1.2e-38). int8
+ * weights are converted to bf16 exactly (|q| <= 128) on the way.
+ *
+ * Each thread owns blocks of
  * weight rows: one input row streams NB1 weight rows at a time (many concurrent memory
  * streams are what bring one core close to memory bandwidth); more input rows take tiles of
  * NB weight rows x RB input rows (NB * RB fp32 accumulators in registers), so a block of weight
@@ -20,7 +30,8 @@
  * zero-padded and take the same path.
  *
  * x, scale, bias and y are each float32 or bfloat16 (a flag per tensor), so a bf16 model
- * converts nothing around the call. rgemma/kernels/__init__.py compiles this file on first use.
+ * converts nothing around the call (the DPBF16 variant takes bf16 x only: its caller checks).
+ * rgemma/kernels/__init__.py compiles this file on first use.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -31,7 +42,12 @@
 #ifndef VW
 #define VW 8
 #endif
-#define BLK (2 * VW) /* inputs per step: two fp32 vectors */
+#define BLK (2 * VW) /* inputs per step: two fp32 vectors (32 bf16 for DPBF16) */
+#ifdef DPBF16
+typedef uint16_t xtype; /* prepared activations: bf16 as they are */
+#else
+typedef float xtype; /* prepared activations: fp32 */
+#endif
 #ifndef NB1
 #define NB1 8 /* weight rows streamed at once for one input row */
 #endif
@@ -77,7 +93,11 @@ INLINE void widen_i8(const int8_t *p, vec *lo, vec *hi) {
 }
 #elif VW == 16
 typedef __m512 vec;
+#ifdef DPBF16
+#define ENTRY rgemma_linear_avx512bf16
+#else
 #define ENTRY rgemma_linear_avx512
+#endif
 #define vzero() _mm512_setzero_ps()
 #define vload(p) _mm512_loadu_ps(p)
 #define vfma(a, b, c) _mm512_fmadd_ps(a, b, c)
@@ -91,8 +111,19 @@ INLINE void widen_i8(const int8_t *p, vec *lo, vec *hi) {
     *lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
     *hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 16))));
 }
+#ifdef DPBF16
+/* 32 int8 weights as bf16, in order (exact: an int8 needs at most 8 significant bits). */
+INLINE __m512bh int8_as_bf16(const int8_t *p) {
+    vec lo, hi;
+    widen_i8(p, &lo, &hi);
+    return _mm512_cvtne2ps_pbh(hi, lo);
+}
+#endif
 #else
 #error "VW is 8 (AVX2) or 16 (AVX-512F)"
+#endif
+#if defined(DPBF16) && VW != 16
+#error "DPBF16 needs VW=16"
 #endif
 
 enum { F32 = 0, BF16 = 1 };
@@ -116,21 +147,34 @@ static inline void store_f(void *p, int64_t i, float f, int kind) {
 /* One row of x (k_in values) -> fp32, zero-padded to k_pad; for bf16 weights each block of BLK
  * inputs is reordered to its even inputs then its odd ones, as widen_bf16 pairs them. */
 static void prepare_row(const void *x, int64_t off, int kind, int64_t k_in, int64_t k_pad, int q8,
-                        float *dst) {
+                        xtype *dst) {
+#ifdef DPBF16
+    (void)kind, (void)q8; /* bf16 x, in order */
+    memcpy(dst, (const uint16_t *)x + off, (size_t)k_in * 2);
+    memset(dst + k_in, 0, (size_t)(k_pad - k_in) * 2);
+    return;
+#endif
     for (int64_t k = 0; k < k_pad; k++) {
         int64_t j = k % BLK, src = q8 ? k : k - j + (j < VW ? 2 * j : 2 * (j - VW) + 1);
-        dst[k] = src < k_in ? load_f(x, off + src, kind) : 0.f;
+        dst[k] = (xtype)(src < k_in ? load_f(x, off + src, kind) : 0.f);
     }
 }
 
 /* One BLK step of `nb` weight rows (row stride k_in, starting at input k) against `rb` rows
  * of the prepared x (row stride k_pad): acc[n][r] += w_n . x_r. */
-INLINE void step(const void *w, int q8, int64_t stride, int64_t k, const float *xp, int64_t k_pad,
+INLINE void step(const void *w, int q8, int64_t stride, int64_t k, const xtype *xp, int64_t k_pad,
                  int nb, int rb, vec acc[MAX_N][MAX_R]) {
 #pragma GCC unroll 8
     for (int n = 0; n < nb; n++) {
-        vec a, b;
         if (PREFETCH) _mm_prefetch((const char *)w + (n * stride + k) * (q8 ? 1 : 2) + PREFETCH, _MM_HINT_T0);
+#ifdef DPBF16
+        __m512bh pairs = q8 ? int8_as_bf16((const int8_t *)w + n * stride + k)
+                            : (__m512bh)_mm512_loadu_si512((const uint16_t *)w + n * stride + k);
+#pragma GCC unroll 4
+        for (int r = 0; r < rb; r++)
+            acc[n][r] = _mm512_dpbf16_ps(acc[n][r], pairs, (__m512bh)_mm512_loadu_si512(xp + r * k_pad + k));
+#else
+        vec a, b;
         if (q8) widen_i8((const int8_t *)w + n * stride + k, &a, &b);
         else widen_bf16((const uint16_t *)w + n * stride + k, &a, &b);
 #pragma GCC unroll 4
@@ -138,11 +182,12 @@ INLINE void step(const void *w, int q8, int64_t stride, int64_t k, const float *
             acc[n][r] = vfma(a, vload(xp + r * k_pad + k), acc[n][r]);
             acc[n][r] = vfma(b, vload(xp + r * k_pad + k + VW), acc[n][r]);
         }
+#endif
     }
 }
 
 /* out[n * rb + r] = w_n . x_r over all k_in inputs, for nb weight rows and rb input rows. */
-INLINE void tile(const void *w, int q8, int64_t k_in, const float *xp, int64_t k_pad, int nb, int rb,
+INLINE void tile(const void *w, int q8, int64_t k_in, const xtype *xp, int64_t k_pad, int nb, int rb,
                  float *out) {
     vec acc[MAX_N][MAX_R];
 #pragma GCC unroll 8
@@ -167,7 +212,7 @@ INLINE void tile(const void *w, int q8, int64_t k_in, const float *xp, int64_t k
 
 /* The tile shapes the loops below use, each compiled with its constants (RB may be set to 4). */
 #define TILE(N, R)                                                                              \
-    static void tile_##N##x##R(const void *w, int q8, int64_t k_in, const float *xp, int64_t k_pad, \
+    static void tile_##N##x##R(const void *w, int q8, int64_t k_in, const xtype *xp, int64_t k_pad, \
                                float *out) {                                                    \
         if (q8) tile(w, 1, k_in, xp, k_pad, N, R, out);                                        \
         else tile(w, 0, k_in, xp, k_pad, N, R, out);                                           \
@@ -182,7 +227,7 @@ TILE(1, 2)
 TILE(1, 3)
 TILE(1, 4)
 
-typedef void (*tile_fn)(const void *, int, int64_t, const float *, int64_t, float *);
+typedef void (*tile_fn)(const void *, int, int64_t, const xtype *, int64_t, float *);
 static const tile_fn TILES[NB + 1][5] = {
     [1] = {NULL, tile_1x1, tile_1x2, tile_1x3, tile_1x4},
     [NB] = {NULL, tile_NBx1, tile_NBx2, tile_NBx3, tile_NBx4},
@@ -210,7 +255,7 @@ static void store(const output *o, const float *out, int64_t n0, int nb, int64_t
 }
 
 /* `nb` weight rows from n0 (nb == NB, or 1 for the last few) times input rows [b_lo, b_hi). */
-static void rows_block(const void *w, int q8, int64_t k_in, const float *xp, int64_t k_pad,
+static void rows_block(const void *w, int q8, int64_t k_in, const xtype *xp, int64_t k_pad,
                        int64_t b_lo, int64_t b_hi, int64_t n0, int nb, const output *o) {
     float out[MAX_N * MAX_R];
     const uint8_t *wn = (const uint8_t *)w + n0 * k_in * (q8 ? 1 : 2);
@@ -236,10 +281,10 @@ int ENTRY(const void *x, const void *w, int q8, const void *scale, const void *b
     output o = {scale, bias, y, n_out, (kinds >> 1) & 1, (kinds >> 2) & 1, (kinds >> 3) & 1};
     int xk = kinds & 1;
     int64_t k_pad = (k_in + BLK - 1) / BLK * BLK;
-    float *xp = aligned_alloc(64, ((size_t)(rows * k_pad * 4) + 127) & ~(size_t)63);
+    xtype *xp = aligned_alloc(64, ((size_t)(rows * k_pad * sizeof(xtype)) + 127) & ~(size_t)63);
     if (!xp) return -1;
     int64_t nb = rows == 1 ? NB1 : NB, blocks = n_out / nb, whole = blocks * nb;
-    int64_t panel = X_BYTES / (k_pad * 4 + 1) / RB * RB;
+    int64_t panel = X_BYTES / (k_pad * (int64_t)sizeof(xtype) + 1) / RB * RB;
     if (panel < RB) panel = RB;
     /* A few rows are prepared here: a barrier costs more than that, and far more when another
      * process holds one of the cores. Panels write disjoint rows of y: no barrier between them. */
