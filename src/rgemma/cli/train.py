@@ -22,10 +22,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--recipe",
-        choices=["bundled"],
+        choices=["bundled", "draft"],
         default=None,
-        help="a named recipe that fixes data, tokenizer, model and hyperparameters "
-        "(bundled: the model shipped with rgemma; writes OUT/export)",
+        help="a named recipe that fixes data, tokenizer, model and hyperparameters, and writes "
+        "OUT/export (bundled: the model shipped with rgemma; draft: a 0.22M-parameter draft "
+        "for it, for --draft-model)",
     )
     p.add_argument(
         "--data",

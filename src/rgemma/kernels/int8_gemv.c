@@ -23,9 +23,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef ROWS
 #define ROWS 16
+#endif
 #define BLOCK_K 8192
+#ifndef PREFETCH
 #define PREFETCH 512
+#endif
 #define XMAX 16383.0f
 
 enum { F32 = 0, BF16 = 1 };
