@@ -148,18 +148,20 @@ def _copy(tokens: list[int], start: int, k: int) -> list[int]:
 
 
 class DraftModel:
-    """A small model that drafts one token at a time. Its state follows the context; the
-    drafts it fed beyond what was accepted are undone by their Rewind records."""
+    """A small model that drafts one token at a time by its one-token decode step. Its state
+    follows the context: before each draft it feeds, a copy of the state is kept (O(state),
+    like a rewind record, and the step stays the cheap one), and the copy from before the first
+    draft that was not kept replaces the state."""
 
     def __init__(self, model):
         self.model = model
         self.state = None
         self.seen = 0  # context tokens fed
-        self.undo: list = []  # Rewind records of the drafts fed this round
+        self.saved: list = []  # the state before each draft fed this round
 
     @torch.no_grad()
     def propose(self, tokens: list[int], k: int, row: Row) -> tuple[list[int], torch.Tensor]:
-        logits = self._feed(tokens[self.seen :], trace=False)
+        logits = self._read(tokens[self.seen :])
         self.seen = len(tokens)
         drafts, qs = [], []
         for i in range(k):
@@ -170,23 +172,30 @@ class DraftModel:
             drafts.append(token)
             qs.append(q[0])
             if i + 1 < k:
-                logits = self._feed([token], trace=True)
+                self.saved.append(self.state.clone())
+                logits = self._step(token)
         return drafts, torch.stack(qs)
 
     def accepted(self, tokens_before: int, n: int) -> None:
-        """n drafts were kept: undo the feeds of the later ones (the last draft was never fed)."""
-        while len(self.undo) > n:
-            self.undo.pop().apply(self.state, 0)
-        self.seen = tokens_before + len(self.undo)
-        self.undo.clear()
+        """n drafts were kept: return to the state after them (the last draft was never fed)."""
+        if n < len(self.saved):
+            self.state = self.saved[n]
+        self.seen = tokens_before + min(n, len(self.saved))
+        self.saved.clear()
 
-    def _feed(self, ids: list[int], trace: bool) -> torch.Tensor:
+    def _read(self, ids: list[int]) -> torch.Tensor:
+        """Feed context tokens (the prompt, then each round's new ones): the next-token logits."""
+        if self.state is not None and len(ids) == 1:
+            return self._step(ids[0])
         x = torch.tensor([ids], device=self.model.device)
-        out = self.model(x, cache=self.state, use_cache=True, logits_to_keep=1, rewind=trace)
+        out = self.model(x, cache=self.state, use_cache=True, logits_to_keep=1)
         self.state = out.cache
-        if trace:
-            self.undo.append(out.rewind)
         return out.logits[0, -1]
+
+    def _step(self, token: int) -> torch.Tensor:
+        ids = torch.tensor([token], device=self.model.device)
+        active = torch.ones(1, dtype=torch.bool, device=self.model.device)
+        return self.model.decode_step(ids, active, self.state)[0]
 
 
 # --------------------------------------------------------------------------- the decoder
