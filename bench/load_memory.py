@@ -1,7 +1,7 @@
 """Load time and peak memory of `--quantize int8` on a 9B-shaped checkpoint (bf16, random weights).
 
     python bench/load_memory.py --workdir /work/big                     # 38 layers: 17.2 GB in 5 shards
-    python bench/load_memory.py --workdir /work/big --layers 6          # quicker: 4.5 GB in 3 shards
+    python bench/load_memory.py --workdir /work/big --layers 6          # quicker: 4.5 GB in 4 shards
     python bench/load_memory.py --workdir /work/big --quantize int8,none   # and a plain bf16 load
     python bench/load_memory.py --workdir /work/big --clean             # delete the checkpoint after
 
