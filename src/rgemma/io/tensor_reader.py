@@ -63,7 +63,7 @@ def drop_pages(fd: int, offset: int, length: int) -> None:
     """Ask the OS to drop a file range's pages from its cache (where it can: posix_fadvise).
     A file read once is worth dropping behind the reader when it cannot stay cached anyway:
     filling the cache with it then means evicting other pages, which on a machine short of
-    memory costs several times the read itself (4-6x for the 9B, README, Speed)."""
+    memory costs several times the read itself (4-7x for the 9B, README, Speed)."""
     if hasattr(os, "posix_fadvise"):
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
