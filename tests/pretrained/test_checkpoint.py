@@ -207,6 +207,16 @@ def test_weights_that_overflow_the_requested_dtype_are_refused(model, tmp_path):
     RecurrentGemmaForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)  # fine where it fits
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1e6])
+def test_int8_on_read_refuses_non_finite_weights_from_their_scales(model, tmp_path, bad):
+    """Quantized as read, a linear's weight is checked through its scales (a NaN or Inf weight
+    gives a NaN or Inf scale), with the messages of a plain load."""
+    corrupt(model, tmp_path, lambda t: t["model.layers.1.mlp_block.up_proj.weight"][3, 5].fill_(bad))
+    want = "overflows torch.float16" if bad == 1e6 else "has NaN or Inf values"
+    with pytest.raises(ValueError, match=rf"'model\.layers\.1\.mlp_block\.up_proj\.weight' {want}"):
+        RecurrentGemmaForCausalLM.from_pretrained(tmp_path, dtype=torch.float16, quantize="int8")
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("tied", [True, False])
 def test_int8_on_read_equals_quantizing_the_loaded_model(tmp_path, dtype, tied):
@@ -226,6 +236,35 @@ def test_int8_on_read_equals_quantizing_the_loaded_model(tmp_path, dtype, tied):
         assert v.dtype == want[k].dtype and torch.equal(v, want[k]), k
     ids = torch.randint(0, 97, (1, 7))
     assert torch.equal(got(ids).logits, ref(ids).logits)
+
+
+def test_int8_on_read_holds_a_few_float_linear_weights_at_most(tmp_path, monkeypatch):
+    """quantize="int8" lets each linear's float weight go once it is quantized: whenever a
+    tensor is read, at most three earlier float linear weights are still alive (the one being
+    quantized, the one read ahead, and the one before it while the loader lets it go), and none
+    once loading is done; the model holds no float copy of a linear."""
+    import weakref
+
+    from rgemma.pretrained import checkpoint
+
+    config = tiny_config(num_hidden_layers=6)
+    random_model(config).to(torch.bfloat16).save_pretrained(tmp_path, max_shard_size="20KB")
+    linears = {n + ".weight" for n, m in random_model(config).named_modules() if type(m) is torch.nn.Linear}
+    read, most = [], [0]
+
+    def counting(path, *args):
+        for key, tensor in checkpoint_read_tensors(path, *args):
+            most[0] = max(most[0], sum(ref() is not None for ref in read))
+            if key in linears:
+                read.append(weakref.ref(tensor))
+            yield key, tensor
+
+    checkpoint_read_tensors = checkpoint.read_tensors
+    monkeypatch.setattr(checkpoint, "read_tensors", counting)
+    model = RecurrentGemmaForCausalLM.from_pretrained(tmp_path, quantize="int8")
+    assert len(read) == len(linears) - 1 > 20  # every linear but the tied head was read
+    assert most[0] <= 3 and all(ref() is None for ref in read)
+    assert all(t.dtype == torch.int8 for k, t in model.state_dict().items() if k in linears)
 
 
 def test_plain_reads_equal_safetensors_and_name_a_truncated_file(model, tmp_path):

@@ -12,6 +12,8 @@ AVX-512 machine can run and test the AVX2 kernels), and RGEMMA_NATIVE=0 turns ev
 - `int8_gemv(x, q, scale, bias)` (int8_gemv.c, "avx512"): the int8 weight-only product for one
   to a few rows on AVX-512 VNNI, close to memory speed; it rounds each activation row to int16
   (14 bits) first, so it is not the exact product. Needs AVX-512 F, BW, VL and VNNI.
+- `quantize_rows(w, scale_dtype)` (quantize.c, "avx2" and "avx512"): int8 weights and their
+  per-row scales, bit for bit rgemma.accel.quantize's torch reference, in one pass per row.
 - `amx_linear(x, w, scale, bias)` (amx_linear.c, "amx"): bf16 activations times bf16 or int8
   weights for decode batches (2 to ~128 rows) on AMX tiles; its int8 path gives int8 models a
   fast batched decode, where torch has no fast kernel. Needs AMX-BF16.
@@ -113,6 +115,23 @@ KERNELS = {
         ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"),
         "rgemma_int8_gemv",
         (_PTR,) * 5 + (_I64,) * 3 + (_INT,) * 2,
+    ),
+    # quantize.c: w, kinds, scale, q, rows, cols, threads; plain C, vectorized per level.
+    "quantize_avx2": Kernel(
+        "quantize.c",
+        "avx2",
+        ("avx2",),
+        ("-mavx2", "-ffp-contract=off"),
+        "rgemma_quantize_rows",
+        (_PTR, _INT, _PTR, _PTR, _I64, _I64, _INT),
+    ),
+    "quantize_avx512": Kernel(
+        "quantize.c",
+        "avx512",
+        ("avx512f", "avx512bw"),
+        ("-mavx512f", "-mavx512bw", "-ffp-contract=off"),
+        "rgemma_quantize_rows",
+        (_PTR, _INT, _PTR, _PTR, _I64, _I64, _INT),
     ),
     # Linux (5.16+) hands out AMX state only on request: rgemma_amx_init asks for it.
     "amx_linear": Kernel(
@@ -327,6 +346,34 @@ def int8_gemv(
     if status != 0:
         raise MemoryError("int8_gemv: out of memory for the quantized activations")
     return y
+
+
+def quantize_rows(
+    w: torch.Tensor, scale_dtype: torch.dtype, *, level: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """w (out, in) bf16 or float32 on the CPU -> (q int8 (out, in), scale (out,) bf16 or float32)
+    through quantize.c at `level` (default, and at most, `level()`): bit for bit
+    rgemma.accel.quantize's reference. None when no kernel takes these inputs (another dtype,
+    device or rank, or no kernel at this level)."""
+    names = [n for n in ("quantize_avx512", "quantize_avx2") if available(n, level)]
+    if (
+        not names
+        or w.device.type != "cpu"
+        or w.ndim != 2
+        or w.dtype not in (torch.bfloat16, torch.float32)
+        or scale_dtype not in (torch.bfloat16, torch.float32)
+    ):
+        return None
+    wc = w.detach().contiguous()
+    q = torch.empty(wc.shape, dtype=torch.int8)
+    scale = torch.empty(wc.shape[0], dtype=scale_dtype)
+    if q.numel():
+        kinds = (wc.dtype == torch.bfloat16) | (scale_dtype == torch.bfloat16) << 1
+        threads = max(1, min(torch.get_num_threads(), wc.nbytes // THREAD_BYTES))
+        _library(names[0]).rgemma_quantize_rows(
+            wc.data_ptr(), kinds, scale.data_ptr(), q.data_ptr(), wc.shape[0], wc.shape[1], threads
+        )
+    return q, scale
 
 
 def _native(t: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Hugging Face checkpoint directories: find, load (without a second copy), save (atomically).
 
-Weights load only from safetensors. Tensors are read one by one from memory-mapped files and
-assigned into a model built on the meta device, so peak memory is one model plus one tensor.
+Weights load only from safetensors. Tensors are read one by one from memory-mapped files (with
+int8 at load, by plain reads) and assigned into a model built on the meta device, so peak
+memory is one model plus one tensor (plus a few with int8 at load).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from rgemma.accel.memory import meminfo_gb
 from rgemma.io.atomic import atomic_directory
 from rgemma.io.checkpoint_files import (
     parse_dtype,
@@ -22,7 +24,7 @@ from rgemma.io.checkpoint_files import (
     write_config,
 )
 from rgemma.io.shards import MAX_SHARD_SIZE, write_shards
-from rgemma.io.tensor_reader import read_tensors
+from rgemma.io.tensor_reader import Allocate, Scratch, read_ahead, read_tensors
 from rgemma.models.config import RecurrentGemmaConfig
 from rgemma.models.surface import floating_dtype
 
@@ -34,8 +36,12 @@ def load_model(
 
     `quantize="int8"` quantizes every linear's weight as it is read (rgemma.accel.quantize:
     the same bytes as quantizing the loaded model), with plain reads instead of a memory map
-    (rgemma.io.tensor_reader), so the float model is never held whole: the peak is about the
-    int8 model plus one float tensor. A checkpoint that is already quantized ignores it."""
+    (rgemma.io.tensor_reader), so the float model is never held whole: the peak is the int8
+    model plus a few float weights (the one being quantized, the next read ahead by a thread,
+    both in recycled memory). The NaN/Inf check of those weights reads their scales. A
+    checkpoint that is already quantized ignores `quantize`."""
+    from rgemma.accel.quantize import quantize_weight
+
     model_dir = resolve_model_dir(path_or_repo_id)
     config = RecurrentGemmaConfig.from_json_file(model_dir / "config.json")
     files = weight_files(model_dir)
@@ -53,10 +59,19 @@ def load_model(
     if tied:
         expected.pop("lm_head.weight", None)
         expected.pop("lm_head.weight_scale", None)  # quantized from the embedding at the end
-    seen = set()
-    for file, key, tensor in _iter_tensors(files, progress, plain_reads=bool(on_read)):
+    seen, scratch = set(), Scratch()
+
+    def read_into(key: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+        """Recycled memory for the float weights quantized as they are read (plain reads)."""
+        name = _match_key(key, prefix, expected)
+        if dtype.is_floating_point and name.removesuffix(".weight") in on_read:
+            return scratch.get(dtype, shape)
+        return torch.empty(shape, dtype=dtype)
+
+    for file, key, tensor in _iter_tensors(files, progress, read_into if on_read else None):
         name = _match_key(key, prefix, expected)
         if name == "lm_head.weight" and name not in expected:
+            scratch.give(tensor)
             continue  # tied to the embedding, or a base model without a head
         if name in seen:
             raise ValueError(f"{file.name}: tensor {key!r} appears twice in the checkpoint")
@@ -66,16 +81,20 @@ def load_model(
         want = tuple(expected[name].shape)
         if tuple(tensor.shape) != want:
             raise ValueError(f"{file.name}: tensor {key!r} has shape {tuple(tensor.shape)}, expected {want}")
+        read, what = tensor, f"{file.name}: tensor {key!r}"
         if tensor.is_floating_point():
             dtype = dtype or tensor.dtype  # None: keep the checkpoint's dtype (first tensor's)
-            tensor = _finite(tensor.to(dtype=dtype), tensor, f"{file.name}: tensor {key!r}")
+            tensor = tensor.to(dtype=dtype)
         elif tensor.dtype != expected[name].dtype:  # int8 weights only where the config says so
-            raise ValueError(
-                f"{file.name}: tensor {key!r} is {tensor.dtype}, expected {expected[name].dtype}"
-            )
+            raise ValueError(f"{what} is {tensor.dtype}, expected {expected[name].dtype}")
         if name.removesuffix(".weight") in on_read and tensor.is_floating_point():
-            seen.add(_assign_int8(model, name, tensor, device))
+            q, scale = quantize_weight(tensor)
+            _finite(tensor, read, what, finite=all_finite(scale))  # NaN/Inf weights: NaN/Inf scales
+            seen.add(_assign_int8(model, name, q, scale, device))
+            scratch.give(read)  # the next weight is read into its memory
             continue
+        if tensor.is_floating_point():
+            tensor = _finite(tensor, read, what)
         _assign(model, name, tensor.to(device=device or "cpu"))
     missing = [k for k in expected if k not in seen]
     if missing:
@@ -84,7 +103,8 @@ def load_model(
             + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
         )
     if tied and "lm_head" in on_read:  # the tied head gets its own int8 copy, as quantize_model's
-        seen.add(_assign_int8(model, "lm_head.weight", model.get_input_embeddings().weight, device))
+        q, scale = quantize_weight(model.get_input_embeddings().weight)
+        seen.add(_assign_int8(model, "lm_head.weight", q, scale, device))
     elif hasattr(model, "tie_weights"):
         model.tie_weights()
     return model.eval()
@@ -99,12 +119,9 @@ def _quantize_on_read(model: nn.Module) -> set[str]:
     return names
 
 
-def _assign_int8(model: nn.Module, name: str, weight: torch.Tensor, device) -> str:
-    """Quantize `weight` into the Int8Linear that owns `name` ("X.weight"); returns the scale's
-    key, which the checkpoint does not hold."""
-    from rgemma.accel.quantize import quantize_weight
-
-    q, scale = quantize_weight(weight)
+def _assign_int8(model: nn.Module, name: str, q: torch.Tensor, scale: torch.Tensor, device) -> str:
+    """Put a quantized weight (rgemma.accel.quantize.quantize_weight) into the Int8Linear that
+    owns `name` ("X.weight"); returns the scale's key, which the checkpoint does not hold."""
     scale_name = name.removesuffix("weight") + "weight_scale"
     _assign(model, name, q.to(device=device or "cpu"))
     _assign(model, scale_name, scale.to(device=device or "cpu"))
@@ -126,10 +143,17 @@ def _with_prefix(name: str, prefix: str) -> str:
     return name if name.startswith(prefix) else prefix + name
 
 
-def _iter_tensors(files: list[Path], progress: bool, plain_reads: bool = False):
+DROP_CACHE_SHARE = 0.5  # plain reads drop a checkpoint from the page cache as read when it is larger
+# than this share of the available memory: it could not stay cached beside the model
+
+
+def _iter_tensors(files: list[Path], progress: bool, read_into: Allocate | None = None):
     """Yield (file, key, tensor) one tensor at a time; truncated files give a clear error.
-    `plain_reads`: without a memory map (rgemma.io.tensor_reader), so a read tensor that is
-    converted and let go leaves nothing resident."""
+    With `read_into` (rgemma.io.tensor_reader.read_tensors' `into`), plain reads into it
+    instead of a memory map, so a read tensor that is converted and let go leaves nothing
+    resident, one tensor ahead in a thread, so that reading the next overlaps converting this
+    one, and dropped from the page cache behind the reader when the checkpoint is large
+    (DROP_CACHE_SHARE)."""
     from tqdm.auto import tqdm
 
     total = sum(f.stat().st_size for f in files)
@@ -141,12 +165,15 @@ def _iter_tensors(files: list[Path], progress: bool, plain_reads: bool = False):
         file=sys.stderr,
         disable=not progress and total < 512 * 2**20,
     )
+    if read_into is not None:
+        drop = total > DROP_CACHE_SHARE * meminfo_gb("MemAvailable") * 2**30
+        tensors = ((f, *kt) for f in files for kt in read_tensors(f, read_into, drop))
+        for f, key, tensor in read_ahead(tensors):
+            bar.update(tensor.numel() * tensor.element_size())
+            yield f, key, tensor
+        bar.close()
+        return
     for f in files:
-        if plain_reads:
-            for key, tensor in read_tensors(f):
-                bar.update(tensor.numel() * tensor.element_size())
-                yield f, key, tensor
-            continue
         try:
             handle = safe_open(f, framework="pt")
             keys = list(handle.keys())
@@ -173,9 +200,12 @@ def all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
 
-def _finite(converted: torch.Tensor, original: torch.Tensor, what: str) -> torch.Tensor:
-    """`converted`, or a ValueError: NaN/Inf weights give empty or garbage text, never an error."""
-    if all_finite(converted):
+def _finite(
+    converted: torch.Tensor, original: torch.Tensor, what: str, finite: bool | None = None
+) -> torch.Tensor:
+    """`converted`, or a ValueError: NaN/Inf weights give empty or garbage text, never an error.
+    `finite`: whether `converted` is, when already known."""
+    if all_finite(converted) if finite is None else finite:
         return converted
     if all_finite(original):
         raise ValueError(
