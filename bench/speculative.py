@@ -149,9 +149,10 @@ def grounded_prompt(tokenizer, task: str = "plot", n_stories: int = 4) -> list[i
 def run_lookup(args) -> None:
     from rgemma.pretrained.loading import load
 
-    model, tok = load(None, "float32")
+    model, tok = load(args.model, "float32")
     prompt = grounded_prompt(tok, args.task)
-    print(f"bundled model, prompt lookup, {len(prompt)}-token {args.task} prompt, {args.new} new tokens")
+    name = args.model or "bundled model"
+    print(f"{name}, prompt lookup, {len(prompt)}-token {args.task} prompt, {args.new} new tokens")
     compare(
         model,
         prompt,
@@ -196,6 +197,7 @@ def main() -> None:
     lk = sub.add_parser("lookup")
     lk.add_argument("--new", type=int, default=300)
     lk.add_argument("--task", choices=["plot", "revise"], default="plot")
+    lk.add_argument("--model", default=None, help="default: the bundled model")
     d = sub.add_parser("draft")
     d.add_argument("--target", default=None, help="default: the bundled model")
     d.add_argument("--draft", default=None, help="default: the bundled model")
