@@ -73,6 +73,7 @@ class Kernel:
     function: str  # the entry point; returns int, 0 on success
     argtypes: tuple
     init: str | None = None  # called once after loading; nonzero means unusable
+    vendor_cflags: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (vendor_id, more cflags): tuning
 
 
 FMA_LEVEL = "avx512bf16"  # the highest level of linear_fma.c's variants (below AMX's kernel)
@@ -115,6 +116,9 @@ KERNELS = {
         ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"),
         "rgemma_int8_gemv",
         (_PTR,) * 5 + (_I64,) * 3 + (_INT,) * 2,
+        # AMD Zen 4 streams the weight rows faster without the software prefetch (26.0 against
+        # 22.9 GB/s on the 2B's LM head, one row, alternating; Intel's tuning keeps 512 bytes)
+        vendor_cflags=(("AuthenticAMD", ("-DPREFETCH=0",)),),
     ),
     # quantize.c: w, kinds, scale, q, rows, cols, threads; plain C, vectorized per level.
     "quantize_avx2": Kernel(
@@ -456,6 +460,16 @@ def _cpu_supported(flags_needed: tuple[str, ...]) -> bool:
 
 
 @functools.cache
+def _vendor() -> str:
+    """/proc/cpuinfo's vendor_id (GenuineIntel, AuthenticAMD), or "" where there is none."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), "")
+
+
+@functools.cache
 def _cpu_flags() -> tuple[str, ...]:
     """/proc/cpuinfo's flags on x86-64 Linux; none elsewhere."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
@@ -467,13 +481,19 @@ def _cpu_flags() -> tuple[str, ...]:
     return tuple(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
 
 
-def _build(compiler: str, kernel: Kernel) -> Path:
-    """Compile the kernel once per (source, command) into the cache; return the library's path."""
+def build_command(compiler: str, kernel: Kernel) -> list[str]:
+    """The compiler command for `kernel` on this CPU (its vendor's tuning flags included), less
+    the output file."""
     # Link against the OpenMP runtime torch already loaded, so both share one thread pool.
     gomp = Path(torch.__file__).parent / "lib" / "libgomp.so.1"
     link = [str(gomp)] if gomp.exists() else []
-    source = HERE / kernel.source
-    command = [compiler, *BASE_FLAGS, *kernel.cflags, str(source), *link]
+    tuned = [f for vendor, flags in kernel.vendor_cflags if vendor == _vendor() for f in flags]
+    return [compiler, *BASE_FLAGS, *kernel.cflags, *tuned, str(HERE / kernel.source), *link]
+
+
+def _build(compiler: str, kernel: Kernel) -> Path:
+    """Compile the kernel once per (source, command) into the cache; return the library's path."""
+    source, command = HERE / kernel.source, build_command(compiler, kernel)
     key = hashlib.sha256(source.read_bytes() + " ".join(command).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("RGEMMA_CACHE", Path.home() / ".cache" / "rgemma")) / "kernels"
     target = cache / f"{source.stem}-{key}.so"
