@@ -75,6 +75,9 @@ def test_linear_equals_the_exact_product(name, dtype):
         b = bias if i % 2 else None
         _check(kernels.linear(x, w, b, level=at), x, w, None, b)
         _check(kernels.int8_linear(x, q, scale, b, level=at), x, q, scale, b)
+        w32 = w.float() * 1.25 + 2.0**-12  # not bf16-representable: all 24 bits read
+        assert kernels.chosen(x, w32, at) == PICKS[name][1]  # the FMA kernel, whatever x's dtype
+        _check(kernels.linear(x, w32, b, level=at), x, w32, None, b)
 
 
 @pytest.mark.parametrize("name", kernels.LEVELS[1:])

@@ -29,7 +29,7 @@ from rgemma.models.griffin import RGLRU
 
 SMALL_BATCH_ROWS = 128  # up to this many rows, W @ x^T beats x @ W^T on CPUs
 AMX_ROWS = 32  # the default limit: up to this many bf16 rows rgemma's AMX kernel beats torch's
-NATIVE_ROWS = 128  # up to this many bf16 rows rgemma's FMA kernels beat torch's (bench/gemv_levels.py)
+NATIVE_ROWS = 128  # up to this many rows rgemma's FMA kernels beat torch's (bench/gemv_levels.py)
 PREFILLS = ("auto", "fp32", "dtype")  # the arithmetic of products above the decode sizes
 TILE_BYTES = 8 << 20  # float32 weight bytes widened at a time by fp32_tiles
 
@@ -170,13 +170,12 @@ def _amx_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def _native_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """bf16 on a CPU without AMX (where AMX loads, it and torch's bf16 GEMM are faster), not
-    while torch.compile traces; kernels.linear checks the rest (autograd, dtypes, level)."""
-    return (
-        x.dtype == weight.dtype == torch.bfloat16
-        and not torch.compiler.is_compiling()
-        and not kernels.amx_available()
-    )
+    """float32, or bf16 on a CPU without AMX (where AMX loads, it and torch's bf16 GEMM are
+    faster), not while torch.compile traces; kernels.linear checks the rest (autograd, dtypes,
+    level)."""
+    if torch.compiler.is_compiling() or x.dtype != weight.dtype:
+        return False
+    return x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and not kernels.amx_available())
 
 
 _GATES = ("input_gate_weight", "recurrent_gate_weight")

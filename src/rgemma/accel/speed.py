@@ -2,19 +2,17 @@
 
 `optimize(model, compile=..., quantize=...)` quantizes (`--quantize int8`), turns on
 reuse_memory on a CPU, and configures the model's fast paths (rgemma.accel.choices) with
-`cli_accel`: the CPU linears for bf16/fp16 weights, the compiled step for `--compile`.
+`cli_accel`: the CPU decode linears, the compiled step for `--compile`.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-import torch
 from torch import nn
 
 from rgemma.accel import process
 from rgemma.accel.choices import Accel, accel_of, configure
-from rgemma.models.surface import floating_dtype
 
 
 def optimize(model: nn.Module, *, compile: bool = False, quantize: str | None = None) -> nn.Module:
@@ -34,9 +32,8 @@ def optimize(model: nn.Module, *, compile: bool = False, quantize: str | None = 
 
 def cli_accel(model: nn.Module, compile: bool = False) -> Accel:
     """The fast paths optimize gives `model` (its other choices kept): rgemma's decode linears
-    for a CPU model in bf16/fp16 (a float32 F.linear is as fast at one row), the compiled
-    one-token step with `compile`."""
+    for a CPU model (float32 too: its products of 2 to 128 rows, a speculative check or a
+    decode batch, beat torch's), the compiled one-token step with `compile`."""
     cpu = next(model.parameters()).device.type == "cpu"
-    half = cpu and floating_dtype(model.parameters()) != torch.float32
     current = accel_of(model)
-    return replace(current, linears="matvec" if half else current.linears, compile=compile or current.compile)
+    return replace(current, linears="matvec" if cpu else current.linears, compile=compile or current.compile)

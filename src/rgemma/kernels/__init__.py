@@ -4,7 +4,7 @@ Each kernel has a level, chosen at run time by the CPU's features ("none" < "avx
 < "avx512bf16" < "amx", `level()`); RGEMMA_KERNEL_LEVEL=<level> caps it (never above what the CPU has, so an
 AVX-512 machine can run and test the AVX2 kernels), and RGEMMA_NATIVE=0 turns every kernel off.
 
-- `linear(x, w, bias)` / `int8_linear(x, q, scale, bias)`: bf16 or int8 weights, the exact
+- `linear(x, w, bias)` / `int8_linear(x, q, scale, bias)`: bf16, float32 or int8 weights, the exact
   product (fp32 sums, rounded once), through the best kernel at the current level, else None:
   linear_fma.c (avx2: AVX2 + FMA + F16C; avx512: the same source on AVX-512F; avx512bf16: the
   same source on vdpbf16ps, for bf16 activations) or, at "amx" with bf16 activations,
@@ -217,14 +217,15 @@ def fast_half_gemm(dtype: torch.dtype) -> bool:
 def linear(
     x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, *, level: str | None = None
 ) -> torch.Tensor | None:
-    """F.linear(x, w, bias) for a bf16 weight w (out, in) and x (..., in) bf16 or float32 on the
-    CPU, through the best native kernel at `level` (default, and at most, `level()`): the exact
+    """F.linear(x, w, bias) for a bf16 or float32 weight w (out, in) and x (..., in) bf16 or
+    float32 on the CPU, through the best native kernel at `level` (default, and at most,
+    `level()`; float32 weights take the FMA kernels, avx2 or avx512): the exact
     product x.float() @ w.float().T + bias in fp32, rounded once to x's dtype (at "amx", bf16
     activations take amx_linear, which reads bias as bf16). None when no kernel takes these
     inputs (another dtype or device, autograd recording, no kernel at this level); ValueError
     when the widths do not match."""
     name = _choose(x, w, level)
-    if name is None or w.dtype != torch.bfloat16:
+    if name is None or w.dtype not in (torch.bfloat16, torch.float32):
         return None
     if name == "amx_linear":
         return amx_linear(x, w, None, bias)
@@ -263,12 +264,12 @@ def _choose(x: torch.Tensor, w: torch.Tensor, at: str | None) -> str | None:
         x.device.type != "cpu"
         or w.device.type != "cpu"
         or x.dtype not in (torch.bfloat16, torch.float32)
-        or w.dtype not in (torch.bfloat16, torch.int8)
+        or w.dtype not in (torch.bfloat16, torch.int8, torch.float32)
         or needs_grad(x, w)
     ):
         return None
     names = ["linear_avx512", "linear_avx2"]
-    if x.dtype == torch.bfloat16:
+    if x.dtype == torch.bfloat16 and w.dtype != torch.float32:
         names[:0] = ["amx_linear", "linear_avx512bf16"]
     return next((name for name in names if available(name, at)), None)
 
@@ -292,7 +293,7 @@ def _linear_fma(
     status = getattr(_library(name), KERNELS[name].function)(
         xc.data_ptr(),
         wc.data_ptr(),
-        int(wc.dtype == torch.int8),
+        _WEIGHT_KINDS[wc.dtype],
         sc.data_ptr() if sc is not None else None,
         bc.data_ptr() if bc is not None else None,
         y.data_ptr(),
@@ -302,11 +303,14 @@ def _linear_fma(
         _threads(wc.nbytes, rows),
         kinds,
     )
+    if status == -2:
+        raise ValueError(f"{name} does not take {xc.dtype} activations with {wc.dtype} weights")
     if status != 0:
         raise MemoryError(f"{name}: out of memory for the fp32 activations")
     return y
 
 
+_WEIGHT_KINDS = {torch.bfloat16: 0, torch.int8: 1, torch.float32: 2}  # linear_fma.c's wk
 THREAD_BYTES = 4 << 20  # weight bytes (per 8 rows) below which another thread costs more than it gives
 
 

@@ -4,15 +4,15 @@
  *
  *   y[b, n] = round_once( sum_k x[b, k] * w[n, k] [* scale[n]] + bias[n] ),  fp32 sums throughout
  *
- * w is the nn.Linear weight (n_out, k_in), row-major, bf16 or int8 (then with a scale per
- * output channel). Both widen to fp32 exactly: a bf16 is the top half of an fp32 (shift left
- * 16); an int8 is sign-extended and converted. So the result is x.float() @ w.float().T (times
+ * w is the nn.Linear weight (n_out, k_in), row-major, bf16, int8 (then with a scale per
+ * output channel) or float32 (FMA variants). Each widens to fp32 exactly: a bf16 is the top
+ * half of an fp32 (shift left 16); an int8 is sign-extended and converted. So the result is x.float() @ w.float().T (times
  * scale) plus bias, up to fp32 summation order, rounded once to y's dtype (nearest even).
  *
  * FMA variants: bf16 weights are widened two vectors at a time from one load: the even
  * elements by a shift, the odd ones by a mask (2 cheap ops per 2 * VW weights). The activations
  * are converted to fp32 once per call, into a buffer whose blocks of 2 * VW inputs hold the even
- * inputs, then the odd ones, to match; for int8 weights they stay in order.
+ * inputs, then the odd ones, to match; for int8 and float32 weights they stay in order.
  *
  * DPBF16 variant: vdpbf16ps multiplies 32 bf16 pairs and adds each pair's two products into
  * an fp32 lane: a bf16 x bf16 product is exact in fp32, so with bf16 activations (copied as
@@ -126,7 +126,9 @@ INLINE __m512bh int8_as_bf16(const int8_t *p) {
 #error "DPBF16 needs VW=16"
 #endif
 
-enum { F32 = 0, BF16 = 1 };
+enum { F32 = 0, BF16 = 1 };                /* activation, scale, bias and output kinds */
+enum { BF16W = 0, INT8W = 1, F32W = 2 };    /* weight kinds (F32W: FMA variants only) */
+#define WSIZE(wk) ((wk) == INT8W ? 1 : (wk) == F32W ? 4 : 2)
 
 static inline float load_f(const void *p, int64_t i, int kind) {
     if (kind == F32) return ((const float *)p)[i];
@@ -146,36 +148,37 @@ static inline void store_f(void *p, int64_t i, float f, int kind) {
 
 /* One row of x (k_in values) -> fp32, zero-padded to k_pad; for bf16 weights each block of BLK
  * inputs is reordered to its even inputs then its odd ones, as widen_bf16 pairs them. */
-static void prepare_row(const void *x, int64_t off, int kind, int64_t k_in, int64_t k_pad, int q8,
+static void prepare_row(const void *x, int64_t off, int kind, int64_t k_in, int64_t k_pad, int wk,
                         xtype *dst) {
 #ifdef DPBF16
-    (void)kind, (void)q8; /* bf16 x, in order */
+    (void)kind, (void)wk; /* bf16 x, in order */
     memcpy(dst, (const uint16_t *)x + off, (size_t)k_in * 2);
     memset(dst + k_in, 0, (size_t)(k_pad - k_in) * 2);
     return;
 #endif
     for (int64_t k = 0; k < k_pad; k++) {
-        int64_t j = k % BLK, src = q8 ? k : k - j + (j < VW ? 2 * j : 2 * (j - VW) + 1);
+        int64_t j = k % BLK, src = wk != BF16W ? k : k - j + (j < VW ? 2 * j : 2 * (j - VW) + 1);
         dst[k] = (xtype)(src < k_in ? load_f(x, off + src, kind) : 0.f);
     }
 }
 
 /* One BLK step of `nb` weight rows (row stride k_in, starting at input k) against `rb` rows
  * of the prepared x (row stride k_pad): acc[n][r] += w_n . x_r. */
-INLINE void step(const void *w, int q8, int64_t stride, int64_t k, const xtype *xp, int64_t k_pad,
+INLINE void step(const void *w, int wk, int64_t stride, int64_t k, const xtype *xp, int64_t k_pad,
                  int nb, int rb, vec acc[MAX_N][MAX_R]) {
 #pragma GCC unroll 8
     for (int n = 0; n < nb; n++) {
-        if (PREFETCH) _mm_prefetch((const char *)w + (n * stride + k) * (q8 ? 1 : 2) + PREFETCH, _MM_HINT_T0);
+        if (PREFETCH) _mm_prefetch((const char *)w + (n * stride + k) * WSIZE(wk) + PREFETCH, _MM_HINT_T0);
 #ifdef DPBF16
-        __m512bh pairs = q8 ? int8_as_bf16((const int8_t *)w + n * stride + k)
+        __m512bh pairs = wk == INT8W ? int8_as_bf16((const int8_t *)w + n * stride + k)
                             : (__m512bh)_mm512_loadu_si512((const uint16_t *)w + n * stride + k);
 #pragma GCC unroll 4
         for (int r = 0; r < rb; r++)
             acc[n][r] = _mm512_dpbf16_ps(acc[n][r], pairs, (__m512bh)_mm512_loadu_si512(xp + r * k_pad + k));
 #else
         vec a, b;
-        if (q8) widen_i8((const int8_t *)w + n * stride + k, &a, &b);
+        if (wk == INT8W) widen_i8((const int8_t *)w + n * stride + k, &a, &b);
+        else if (wk == F32W) a = vload((const float *)w + n * stride + k), b = vload((const float *)w + n * stride + k + VW);
         else widen_bf16((const uint16_t *)w + n * stride + k, &a, &b);
 #pragma GCC unroll 4
         for (int r = 0; r < rb; r++) {
@@ -187,22 +190,22 @@ INLINE void step(const void *w, int q8, int64_t stride, int64_t k, const xtype *
 }
 
 /* out[n * rb + r] = w_n . x_r over all k_in inputs, for nb weight rows and rb input rows. */
-INLINE void tile(const void *w, int q8, int64_t k_in, const xtype *xp, int64_t k_pad, int nb, int rb,
+INLINE void tile(const void *w, int wk, int64_t k_in, const xtype *xp, int64_t k_pad, int nb, int rb,
                  float *out) {
     vec acc[MAX_N][MAX_R];
 #pragma GCC unroll 8
     for (int n = 0; n < nb; n++)
 #pragma GCC unroll 4
         for (int r = 0; r < rb; r++) acc[n][r] = vzero();
-    int64_t k_main = k_in - k_in % BLK, size = q8 ? 1 : 2;
-    for (int64_t k = 0; k < k_main; k += BLK) step(w, q8, k_in, k, xp, k_pad, nb, rb, acc);
+    int64_t k_main = k_in - k_in % BLK, size = WSIZE(wk);
+    for (int64_t k = 0; k < k_main; k += BLK) step(w, wk, k_in, k, xp, k_pad, nb, rb, acc);
     if (k_main < k_in) { /* the tail, zero-padded to a whole step */
-        uint8_t tail[MAX_N * BLK * 2] __attribute__((aligned(64)));
+        uint8_t tail[MAX_N * BLK * 4] __attribute__((aligned(64)));
         memset(tail, 0, sizeof tail);
         for (int n = 0; n < nb; n++)
             memcpy(tail + n * BLK * size, (const uint8_t *)w + (n * k_in + k_main) * size,
                    (size_t)((k_in - k_main) * size));
-        step(tail, q8, BLK, 0, xp + k_main, k_pad, nb, rb, acc);
+        step(tail, wk, BLK, 0, xp + k_main, k_pad, nb, rb, acc);
     }
 #pragma GCC unroll 8
     for (int n = 0; n < nb; n++)
@@ -212,10 +215,11 @@ INLINE void tile(const void *w, int q8, int64_t k_in, const xtype *xp, int64_t k
 
 /* The tile shapes the loops below use, each compiled with its constants (RB may be set to 4). */
 #define TILE(N, R)                                                                              \
-    static void tile_##N##x##R(const void *w, int q8, int64_t k_in, const xtype *xp, int64_t k_pad, \
+    static void tile_##N##x##R(const void *w, int wk, int64_t k_in, const xtype *xp, int64_t k_pad, \
                                float *out) {                                                    \
-        if (q8) tile(w, 1, k_in, xp, k_pad, N, R, out);                                        \
-        else tile(w, 0, k_in, xp, k_pad, N, R, out);                                           \
+        if (wk == INT8W) tile(w, INT8W, k_in, xp, k_pad, N, R, out);                            \
+        else if (wk == F32W) tile(w, F32W, k_in, xp, k_pad, N, R, out);                         \
+        else tile(w, BF16W, k_in, xp, k_pad, N, R, out);                                        \
     }
 TILE(NB1, 1)
 TILE(NB, 1)
@@ -255,31 +259,36 @@ static void store(const output *o, const float *out, int64_t n0, int nb, int64_t
 }
 
 /* `nb` weight rows from n0 (nb == NB, or 1 for the last few) times input rows [b_lo, b_hi). */
-static void rows_block(const void *w, int q8, int64_t k_in, const xtype *xp, int64_t k_pad,
+static void rows_block(const void *w, int wk, int64_t k_in, const xtype *xp, int64_t k_pad,
                        int64_t b_lo, int64_t b_hi, int64_t n0, int nb, const output *o) {
     float out[MAX_N * MAX_R];
-    const uint8_t *wn = (const uint8_t *)w + n0 * k_in * (q8 ? 1 : 2);
+    const uint8_t *wn = (const uint8_t *)w + n0 * k_in * WSIZE(wk);
     if (b_hi - b_lo == 1 && nb == NB1) { /* one input row: NB1 weight row streams */
-        tile_NB1x1(wn, q8, k_in, xp + b_lo * k_pad, k_pad, out);
+        tile_NB1x1(wn, wk, k_in, xp + b_lo * k_pad, k_pad, out);
         store(o, out, n0, nb, b_lo, 1);
         return;
     }
     for (int64_t b0 = b_lo; b0 < b_hi; b0 += RB) {
         int rb = b_hi - b0 < RB ? (int)(b_hi - b0) : RB;
-        TILES[nb][rb](wn, q8, k_in, xp + b0 * k_pad, k_pad, out);
+        TILES[nb][rb](wn, wk, k_in, xp + b0 * k_pad, k_pad, out);
         store(o, out, n0, nb, b0, rb);
     }
 }
 
-/* x: (rows, k_in); w: (n_out, k_in), bf16 (q8 == 0) or int8 (q8 == 1, with a scale (n_out,));
+/* x: (rows, k_in); w: (n_out, k_in), bf16 (wk == 0), int8 (wk == 1, with a scale (n_out,)) or
+ * float32 (wk == 2; not in the DPBF16 variant);
  * scale (bf16 weights) and bias may be NULL; y: (rows, n_out). kinds: x | scale << 1 |
- * bias << 2 | y << 3, each bit 1 for bf16, 0 for float32. Returns 0, or -1 when out of memory.
+ * bias << 2 | y << 3, each bit 1 for bf16, 0 for float32. Returns 0, -1 when out of memory, or
+ * -2 for inputs this variant does not take.
  * Input rows are taken in panels of at most X_BYTES of fp32 activations, which stay in each
  * core's L2 cache while every weight row passes them (a weight pass per panel). */
-int ENTRY(const void *x, const void *w, int q8, const void *scale, const void *bias, void *y,
+int ENTRY(const void *x, const void *w, int wk, const void *scale, const void *bias, void *y,
           int64_t rows, int64_t n_out, int64_t k_in, int threads, int kinds) {
     output o = {scale, bias, y, n_out, (kinds >> 1) & 1, (kinds >> 2) & 1, (kinds >> 3) & 1};
     int xk = kinds & 1;
+#ifdef DPBF16
+    if (wk == F32W || !xk) return -2; /* bf16 activations and bf16/int8 weights only */
+#endif
     int64_t k_pad = (k_in + BLK - 1) / BLK * BLK;
     xtype *xp = aligned_alloc(64, ((size_t)(rows * k_pad * sizeof(xtype)) + 127) & ~(size_t)63);
     if (!xp) return -1;
@@ -290,19 +299,19 @@ int ENTRY(const void *x, const void *w, int q8, const void *scale, const void *b
      * process holds one of the cores. Panels write disjoint rows of y: no barrier between them. */
     int serial = rows * k_pad <= SERIAL_PREPARE;
     if (serial)
-        for (int64_t b = 0; b < rows; b++) prepare_row(x, b * k_in, xk, k_in, k_pad, q8, xp + b * k_pad);
+        for (int64_t b = 0; b < rows; b++) prepare_row(x, b * k_in, xk, k_in, k_pad, wk, xp + b * k_pad);
     #pragma omp parallel num_threads(threads)
     {
         if (!serial) {
             #pragma omp for schedule(static)
-            for (int64_t b = 0; b < rows; b++) prepare_row(x, b * k_in, xk, k_in, k_pad, q8, xp + b * k_pad);
+            for (int64_t b = 0; b < rows; b++) prepare_row(x, b * k_in, xk, k_in, k_pad, wk, xp + b * k_pad);
         }
         for (int64_t b_lo = 0; b_lo < rows; b_lo += panel) {
             int64_t b_hi = rows - b_lo < panel ? rows : b_lo + panel;
             #pragma omp for schedule(static) nowait
             for (int64_t i = 0; i < blocks + (n_out - whole); i++) {
-                if (i < blocks) rows_block(w, q8, k_in, xp, k_pad, b_lo, b_hi, i * nb, (int)nb, &o);
-                else rows_block(w, q8, k_in, xp, k_pad, b_lo, b_hi, whole + (i - blocks), 1, &o); /* the last few */
+                if (i < blocks) rows_block(w, wk, k_in, xp, k_pad, b_lo, b_hi, i * nb, (int)nb, &o);
+                else rows_block(w, wk, k_in, xp, k_pad, b_lo, b_hi, whole + (i - blocks), 1, &o); /* the last few */
             }
         }
     }
