@@ -137,7 +137,7 @@ def grounded_prompt(tokenizer, task: str = "plot", n_stories: int = 4) -> list[i
     first (the continuation rewrites a text it has read, as an edit does)."""
     import random
 
-    from rgemma.bundled.corpus import plot_names, story
+    from rgemma.bundled.stories import plot_names, story
 
     rng = random.Random(1)
     texts = [story(rng, plot_names()[0]) for _ in range(n_stories + 1)]

@@ -1,6 +1,7 @@
-"""The synthetic story corpus and the tokenizer trained on it: deterministic, plausible
-English, a held-out split that differs from train, and a Gemma-style byte-fallback
-tokenizer that round-trips any text and keeps the special ids the model code reads."""
+"""The synthetic corpus and the tokenizer trained on it: deterministic, plausible English, a
+held-out split that differs from train, and a Gemma-style byte-fallback tokenizer that
+round-trips any text and keeps the special ids the model code reads. The dialogues are tested
+in test_dialogues.py."""
 
 import json
 import random
@@ -9,8 +10,9 @@ from collections import Counter
 
 import pytest
 
-from rgemma.bundled import corpus
+from rgemma.bundled import corpus, stories
 from rgemma.bundled.tokenizer_train import BYTE_TOKENS, SPECIAL_TOKENS, train_tokenizer
+from rgemma.io.documents import read_records
 from rgemma.text.tokenizer import Tokenizer, render_template
 
 MARKUP = re.compile(r"[\[\]{}|]")
@@ -32,7 +34,7 @@ def small_corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def small_tokenizer(small_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("tok")
-    return train_tokenizer(small_corpus[0], out, vocab_size=600), out
+    return train_tokenizer(small_corpus[0], out, vocab_size=700), out
 
 
 # --------------------------------------------------------------------------- grammar
@@ -41,32 +43,32 @@ def small_tokenizer(small_corpus, tmp_path_factory):
 def test_parse_plots_reads_beats_alternatives_optionals_and_paragraphs():
     text = "== a ==\nOne.\n  Uno.\n? Two.\n# a comment\n\nThree.\n"
     first = [(False, ("One.", "Uno.")), (True, ("Two.",))]
-    assert corpus.parse_plots(text) == {"a": [first, [(False, ("Three.",))]]}
+    assert stories.parse_plots(text) == {"a": [first, [(False, ("Three.",))]]}
 
 
 def test_expand_resolves_nested_choices_and_slots_inside_slot_values():
-    cast = corpus.Cast(hero="Lily", he="she", joy="[smiled|{he} laughed]")
+    cast = stories.Cast(hero="Lily", he="she", joy="[smiled|{he} laughed]")
     for seed in range(20):
         template = "{He} [ran|[hopped|skipped]]. {Hero} {joy}."
-        text = corpus.expand(template, cast, random.Random(seed))
+        text = stories.expand(template, cast, random.Random(seed))
         assert re.fullmatch(r"She (ran|hopped|skipped)\. Lily (smiled|she laughed)\.", text)
 
 
 def test_every_plot_renders_without_leftover_markup():
-    for plot in corpus.plot_names():
+    for plot in stories.plot_names():
         for seed in range(25):
-            text = corpus.story(random.Random(f"{plot}{seed}"), plot)
+            text = stories.story(random.Random(f"{plot}{seed}"), plot)
             assert not MARKUP.search(text), (plot, text)
 
 
 def test_every_way_to_say_a_beat_fills_and_ends_a_sentence():
     rng = random.Random(0)
     for _ in range(5):
-        cast = corpus.story_cast(rng)
-        for name, section in corpus.sections().items():
+        cast = stories.story_cast(rng)
+        for name, section in stories.sections().items():
             ways = [w for para in section for _, beat in para for w in beat]
             for way in ways:
-                text = corpus.expand(way, cast, rng)
+                text = stories.expand(way, cast, rng)
                 assert text[-1] in '.!?"' and not MARKUP.search(text), (name, way)
 
 
@@ -89,17 +91,30 @@ def test_heldout_split_differs_from_train():
         next(corpus.stories(1, split="test"))
 
 
-def test_write_corpus_writes_one_story_per_jsonl_line(small_corpus):
+def test_write_corpus_writes_one_document_per_jsonl_line(small_corpus):
     path, stats = small_corpus
     lines = path.read_text(encoding="utf-8").splitlines()
     assert stats.docs == len(lines) == 300
-    texts = [json.loads(line)["text"] for line in lines]
-    assert texts == list(corpus.read_texts(path)) == list(corpus.stories(300, seed=1))
-    assert stats.chars == sum(map(len, texts)) and stats.words > 300 * 60
+    records = [json.loads(line) for line in lines]
+    assert [r.get("text", r.get("messages")) for r in records] == list(corpus.documents(300, seed=1))
+    assert list(read_records(path)) == list(corpus.documents(300, seed=1))  # what `rgemma train` reads
+    assert stats.dialogues == sum("messages" in r for r in records)
+    assert 0.25 < stats.dialogues / stats.docs < 0.45  # DIALOGUES = 0.35
+    assert stats.chars == sum(len(corpus.record_text(r)) for r in read_records(path))
+    assert stats.words > 300 * 60
+
+
+def test_stories_only_are_the_mixed_corpus_stories():
+    mixed = list(corpus.documents(200, seed=2))
+    only = list(corpus.stories(200, seed=2))
+    assert all(isinstance(t, str) for t in only)
+    assert [m for m in mixed if isinstance(m, str)] == [t for t, m in zip(only, mixed) if isinstance(m, str)]
+    with pytest.raises(ValueError, match="dialogues"):
+        next(corpus.documents(1, dialogues=1.5))
 
 
 def test_stories_read_like_simple_english(small_corpus):
-    texts = list(corpus.read_texts(small_corpus[0]))
+    texts = [r for r in read_records(small_corpus[0]) if isinstance(r, str)]
     assert sum(t.startswith("Once upon a time") for t in texts) > 0.4 * len(texts)
     words = Counter(w.lower() for t in texts for w in re.findall(r"[A-Za-z']+", t))
     assert {"the", "and", "a", "was", "said", "to"} <= {w for w, _ in words.most_common(25)}
@@ -119,7 +134,7 @@ def test_tokenizer_has_gemma_special_ids_and_byte_pieces(small_tokenizer):
     tok, _ = small_tokenizer
     assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == list(range(6))
     assert [tok.token_to_id(t) for t in BYTE_TOKENS] == list(range(6, 262))
-    assert tok.get_vocab_size() == 600
+    assert tok.get_vocab_size() == 700
     assert tok.encode("Once upon a time").tokens[:2] == ["<bos>", "▁Once"]
 
 

@@ -1,7 +1,7 @@
-"""Word lists and plot templates for the synthetic children's-story corpus (`corpus.py`).
+"""Word lists and plot templates for the synthetic children's stories (`stories.py`).
 
 Everything here is data, written for this project, so the corpus is license-clean by
-construction. `corpus.py` parses `PLOTS` and fills it from the word lists.
+construction. `stories.py` parses `PLOTS` and fills it from the word lists.
 
 Plot text format (one section per `== name ==` header):
   * a line starts a beat (one sentence or a few); an indented line is another way to say
@@ -10,13 +10,13 @@ Plot text format (one section per `== name ==` header):
   * `[a|b|c]` picks one alternative (nesting allowed, `[x|]` means "maybe x");
   * `{slot}` is filled from the story's cast; `{Slot}` is the same with a capital letter.
 
-Slots: hero `{hero} {he} {him} {his} {self} {a_hero} {went} {joy} {look}`; friend
+Slots: hero `{hero} {he} {him} {his} {self} {a_hero} {a_kind} {went} {joy} {look}`; friend
 `{friend} {fhe} {fhim} {fhis} {fself} {a_friend} {fkind} {fjoy}`, first mention `{meet}`;
 parent `{parent} {phe} {phim} {phis}` (`{Parent}` as a name: "said Mom"), grandparent
 `{grand}`; `{place}` ("the beach"), `{at_place}` ("at the beach"), `{spot1} {spot2} {spot3}`,
-`{home} {hobby}`; toy `{obj} {a_obj} {the_obj} {objadj} {play} {played}`; `{veg}` (plural
+`{home} {hobby}`; toy `{obj} {a_obj} {a_toy} {the_obj} {objadj} {play} {played}`; `{veg}` (plural
 food); and the keys of the scenario tables below (`fear_*`, `stuck_*`, `craft_*`, `find_*`,
-`hurt_*`, `warn_*`, `chore*`, `need`, `wish_end`, `indoor`, `plant_end`).
+`hurt_*`, `warn_*`, `chore*`, `a_craft`, `need`, `wish_end`, `indoor`, `plant_end`).
 """
 
 GIRLS = (
@@ -541,36 +541,42 @@ STUCKS = (
 CRAFTS = (
     {
         "craft": "card",
+        "a_craft": "a card",
         "craft_make": "{He} got some paper and {his} crayons. {He} folded the paper and drew a big red heart and a yellow sun.",
         "craft_oops": "Then {he} spilled {his} cup of water on the card! The colors ran together.",
         "craft_fix": "{He} let the card dry in the sun. Then {he} drew little stars over the wet spots. Now it looked even prettier.",
     },
     {
         "craft": "cake",
+        "a_craft": "a cake",
         "craft_make": "{He} went to the kitchen with {his} {grand}. They got flour, eggs, milk and sugar, and {hero} stirred and stirred.",
         "craft_oops": "But the cake came out of the oven flat and a little burnt on one side.",
         "craft_fix": "{Hero} put sweet berries and white frosting on top. Now the cake looked like a happy face.",
     },
     {
         "craft": "flowers",
+        "a_craft": "a bunch of flowers",
         "craft_make": "{He} went to the garden and picked the prettiest flowers {he} could find: red ones, yellow ones and purple ones.",
         "craft_oops": "On the way home, {he} tripped, and some of the flowers got squished.",
         "craft_fix": "{He} took out the squished flowers and tied the rest with a pretty blue ribbon. It was still a lovely bunch.",
     },
     {
         "craft": "necklace",
+        "a_craft": "a necklace",
         "craft_make": "{He} found some string and a box of colorful beads. {He} put the beads on the string one by one.",
         "craft_oops": "Then the string slipped, and the beads rolled all over the floor!",
         "craft_fix": "{He} picked up every bead and started again, slowly and carefully. This time {he} tied a big knot at the end.",
     },
     {
         "craft": "picture",
+        "a_craft": "a picture",
         "craft_make": "{He} got out {his} paints and a big sheet of paper. {He} painted {his} whole family standing under a rainbow.",
         "craft_oops": "But {his} brush dripped, and a big brown spot landed right in the middle.",
         "craft_fix": "{Hero} thought for a moment. Then {he} turned the brown spot into a little dog. Now the picture had a pet too!",
     },
     {
         "craft": "song",
+        "a_craft": "a song",
         "craft_make": "{He} sat by the window and made up a song. It had words about the sun, the trees and how much {he} loved {his} {parent}.",
         "craft_oops": "But when {he} practiced, {he} forgot some of the words.",
         "craft_fix": "{He} wrote the words down on a piece of paper and sang the song again and again until {he} knew it by heart.",
@@ -580,36 +586,43 @@ CRAFTS = (
 FINDS = (
     {
         "find_what": "a little path between the trees",
+        "find_short": "a secret garden full of big, bright flowers",
         "find_follow": "They followed the path. It went around a big rock, over a little wooden bridge and up a hill.",
         "find_end": "At the end of the path, they found a secret garden full of big, bright flowers!",
     },
     {
         "find_what": "a tiny door at the bottom of an old tree",
+        "find_short": "a family of mice having a tea party",
         "find_follow": "{Hero} knocked on the tiny door. Knock, knock! Slowly, the door opened.",
         "find_end": "Inside, a family of mice was having a tea party! They asked {hero} and {friend} to stay for a cookie.",
     },
     {
         "find_what": "a shiny key in the grass",
+        "find_short": "an old wooden box with pretty stones and a little note inside",
         "find_follow": "They looked for a lock. They looked {spot1} and {spot2}. At last, they found an old wooden box {spot3}.",
         "find_end": 'The key fit! Inside the box, there were pretty stones and a little note that said, "For a good friend."',
     },
     {
         "find_what": "an old map under a rock",
+        "find_short": "a box full of chocolate coins",
         "find_follow": "The map had a big red X on it. They turned the map this way and that way. The X was {spot1}!",
         "find_end": "They dug a hole right there and found a box full of chocolate coins!",
     },
     {
         "find_what": "a trail of small footprints",
+        "find_short": "a little lost puppy",
         "find_follow": "They followed the footprints. They went on and on, and then they stopped {spot1}.",
         "find_end": "Right there, they found a little lost puppy! It wagged its tail and licked their faces.",
     },
     {
         "find_what": "a big rainbow over the trees",
+        "find_short": "a field with flowers in every color of the rainbow",
         "find_follow": "They ran to find where the rainbow ended. They ran and ran, over the grass and up a little hill.",
         "find_end": "They did not find a pot of gold, but they found a field with flowers in every color of the rainbow.",
     },
     {
         "find_what": "a glowing light in the bushes",
+        "find_short": "a group of fireflies",
         "find_follow": "They walked closer, very quietly. The light moved, and then there were more lights.",
         "find_end": "It was a group of fireflies! They danced in the air like tiny stars.",
     },
@@ -915,7 +928,7 @@ Soon it would be {his} {parent}'s birthday. {Hero} wanted to give {phim} a speci
   {Hero} loved {his} {parent} very much. {He} wanted to make {phim} a surprise.
 "What can I make?" {hero} [wondered|asked {self}|thought].
 ? {He} did not have any money, but {he} had a good idea.
-  {He} thought and thought. Then {he} had an idea. "I will make a {craft}!"
+  {He} thought and thought. Then {he} had an idea. "I will make {a_craft}!"
 
 {craft_make}
 {craft_oops}

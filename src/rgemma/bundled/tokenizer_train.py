@@ -15,7 +15,11 @@ with a space decodes without that one space, and decoding with special tokens ke
 transformers' Gemma class rebuilds the pipeline without the prefix and would encode
 differently; the generic class runs `tokenizer.json` as it is.
 
-    python -m rgemma.tokenizer_train data/train.jsonl data/tokenizer --vocab-size 2048
+A chat record is learned from as the model reads it: rendered with the chat template, each
+special token read as a newline (the BPE trainer would not split them out; a word after one,
+as after a newline, carries no "▁").
+
+    python -m rgemma.bundled.tokenizer_train data/train.jsonl data/tokenizer --vocab-size 2048
 
 Writes `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json`.
 """
@@ -24,18 +28,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from rgemma.bundled.corpus import read_texts
-from rgemma.text.tokenizer import GEMMA_CHAT_TEMPLATE
+from rgemma.io.documents import read_records
+from rgemma.text.tokenizer import GEMMA_CHAT_TEMPLATE, normalize_messages, render_template
 
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>")
 BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
 MIN_VOCAB = len(SPECIAL_TOKENS) + len(BYTE_TOKENS) + 64
+_SPECIAL = re.compile("|".join(map(re.escape, SPECIAL_TOKENS)))
 
 
 def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
@@ -68,6 +74,17 @@ def _learn_bpe(texts: Iterable[str], n_pieces: int) -> tuple[list[str], list[tup
     model = json.loads(tok.to_str())["model"]
     pieces = sorted(model["vocab"], key=model["vocab"].get)
     return pieces, [tuple(m) for m in model["merges"]]
+
+
+def training_texts(corpus_path: str | Path) -> Iterator[str]:
+    """The corpus as the model reads it: a text as it is, a chat rendered with the template and
+    its special tokens read as newlines (see the module docstring)."""
+    for record in read_records(corpus_path):
+        if isinstance(record, str):
+            yield record
+        else:
+            rendered = render_template(GEMMA_CHAT_TEMPLATE, normalize_messages(record), bos_token="")
+            yield _SPECIAL.sub("\n", rendered).lstrip("\n")
 
 
 def build_tokenizer(pieces: list[str], merges: list[tuple[str, str]]) -> Tokenizer:
@@ -137,7 +154,7 @@ def train_tokenizer(corpus_path: str | Path, out_dir: str | Path, vocab_size: in
     if vocab_size < MIN_VOCAB:
         need = f"at least {MIN_VOCAB} (specials, 256 bytes, 64 more)"
         raise ValueError(f"vocab_size must be {need}, got {vocab_size}")
-    pieces, merges = _learn_bpe(read_texts(corpus_path), vocab_size - len(BYTE_TOKENS))
+    pieces, merges = _learn_bpe(training_texts(corpus_path), vocab_size - len(BYTE_TOKENS))
     tok = build_tokenizer(pieces, merges)
     save_tokenizer(tok, out_dir)
     return tok
@@ -145,8 +162,8 @@ def train_tokenizer(corpus_path: str | Path, out_dir: str | Path, vocab_size: in
 
 def main(argv: list[str] | None = None) -> None:
     summary = __doc__.split("\n\n")[0]
-    parser = argparse.ArgumentParser(prog="python -m rgemma.tokenizer_train", description=summary)
-    parser.add_argument("corpus", type=Path, help="JSONL corpus with a 'text' field per line")
+    parser = argparse.ArgumentParser(prog="python -m rgemma.bundled.tokenizer_train", description=summary)
+    parser.add_argument("corpus", type=Path, help="JSONL corpus: a 'text' or 'messages' record per line")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--vocab-size", type=int, default=2048)
     args = parser.parse_args(argv)
