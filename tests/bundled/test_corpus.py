@@ -1,11 +1,12 @@
 """The synthetic corpus and the tokenizer trained on it: deterministic, plausible English, a
 held-out split that differs from train, and a Gemma-style byte-fallback tokenizer that
-round-trips any text and keeps the special ids the model code reads. The dialogues are tested
-in test_dialogues.py."""
+round-trips any text, needs no byte pieces for printable ASCII, and keeps the special ids the
+model code reads. The dialogues are tested in test_dialogues.py."""
 
 import json
 import random
 import re
+import string
 from collections import Counter
 
 import pytest
@@ -146,6 +147,21 @@ def test_tokenizer_round_trips_corpus_and_any_unicode(small_corpus, small_tokeni
         assert ids[0] == 2 and 3 not in ids  # BOS added; byte fallback, never <unk>
         assert tok.decode(ids) == text
     assert "<0xF0>" in tok.encode("🎉").tokens
+
+
+def test_tokenizer_needs_no_byte_pieces_for_printable_ascii(small_tokenizer):
+    # Digits, capitals and punctuation users type are pieces of their own, corpus or not.
+    tok, _ = small_tokenizer
+    texts = [  # none starts with a space, which decodes away (see tokenizer_train)
+        string.printable,
+        "".join(map(chr, range(0x21, 0x7F))) + " ",
+        *(f"a{c}b" for c in string.printable),
+        "Hi! I'm Quinn, 7 years old :) #1 @home [x] {y} <z> ~50% & $3^2 = 9; a|b \\ `q` _",
+    ]
+    for text in texts:
+        encoding = tok.encode(text)
+        assert not set(encoding.tokens) & set(BYTE_TOKENS), (text, encoding.tokens)
+        assert tok.decode(encoding.ids) == text
 
 
 def test_tokenizer_files_load_in_the_package_wrapper(small_tokenizer):

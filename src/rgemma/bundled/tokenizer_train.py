@@ -2,9 +2,12 @@
 
 The result is a `tokenizers` BPE that behaves like Gemma's SentencePiece model, scaled
 down: byte fallback (the 256 `<0x00>`..`<0xFF>` pieces are in the vocabulary, so any
-Unicode text encodes), words carry a leading "▁" (Metaspace, added to the start of the
-text only), newlines are pieces of their own, and the decoder chain is Replace("▁", " "),
-ByteFallback, Fuse, Strip(1 leading space). Special tokens sit at fixed ids: `<pad>`=0,
+Unicode text encodes), yet every printable ASCII character (Python's `string.printable`: tab,
+CR and newline too) is a piece whether the corpus has it or not, so what users type, digits,
+capitals and `#$%&@` included, never needs byte pieces, which the model never learns to read
+or write. Words carry a leading "▁" (Metaspace, added to the start of the text only),
+newlines are pieces of their own, and the decoder chain is Replace("▁", " "), ByteFallback,
+Fuse, Strip(1 leading space). Special tokens sit at fixed ids: `<pad>`=0,
 `<eos>`=1, `<bos>`=2, `<unk>`=3, `<start_of_turn>`=4, `<end_of_turn>`=5; the byte pieces
 follow at 6..261, then the learned pieces. The post-processor adds `<bos>` like Gemma's.
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import string
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -40,7 +44,9 @@ from rgemma.text.tokenizer import GEMMA_CHAT_TEMPLATE, normalize_messages, rende
 
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>")
 BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
-MIN_VOCAB = len(SPECIAL_TOKENS) + len(BYTE_TOKENS) + 64
+# Printable ASCII with its whitespace (a space is "▁"): pieces whatever the corpus holds.
+ALPHABET = ("▁", *(c for c in string.printable if c != " "))
+MIN_VOCAB = len(SPECIAL_TOKENS) + len(BYTE_TOKENS) + len(ALPHABET) + 32
 _SPECIAL = re.compile("|".join(map(re.escape, SPECIAL_TOKENS)))
 
 
@@ -68,6 +74,7 @@ def _learn_bpe(texts: Iterable[str], n_pieces: int) -> tuple[list[str], list[tup
         vocab_size=n_pieces,
         min_frequency=2,
         special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=list(ALPHABET),
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
@@ -152,7 +159,7 @@ def train_tokenizer(corpus_path: str | Path, out_dir: str | Path, vocab_size: in
     The vocabulary may come out smaller when the corpus has too few distinct pairs.
     """
     if vocab_size < MIN_VOCAB:
-        need = f"at least {MIN_VOCAB} (specials, 256 bytes, 64 more)"
+        need = f"at least {MIN_VOCAB} (specials, 256 bytes, the ASCII alphabet, 32 more)"
         raise ValueError(f"vocab_size must be {need}, got {vocab_size}")
     pieces, merges = _learn_bpe(training_texts(corpus_path), vocab_size - len(BYTE_TOKENS))
     tok = build_tokenizer(pieces, merges)
