@@ -1,6 +1,6 @@
 """The bundled model's corpus: synthetic children's stories, and dialogues about them.
 
-Most documents (65% by default) are stories (`stories.py`, words and plots from `grammar.py`),
+Most documents (60% by default) are stories (`stories.py`, words and plots from `grammar.py`),
 written as `{"text": ...}` records. The rest are dialogues in Gemma's chat format
 (`dialogues.py`, words from `dialogue_grammar.py`): questions about a story, requests to tell,
 continue or summarize one, greetings and "who are you?", 2-8 turns, some with a system message,
@@ -32,7 +32,7 @@ from rgemma.bundled.stories import story
 from rgemma.io.atomic import atomic_file
 
 SPLITS = ("train", "heldout")
-DIALOGUES = 0.35  # the share of documents that are dialogues
+DIALOGUES = 0.4  # the share of documents that are dialogues
 
 Record = str | list[dict[str, str]]  # a story, or a dialogue (a list of messages)
 

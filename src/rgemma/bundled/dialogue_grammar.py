@@ -107,8 +107,24 @@ PLAIN_REQUESTS = (
     "Tell me a bedtime story.",
     "Yes, please tell me a story.",
 )
-ABOUT = ("{a_kind} named {hero}", "{a_kind} named {hero}", "{a_kind}", "{hero}", "{topic}")
+ABOUT = (
+    "{a_kind} named {hero}",
+    "{a_kind} named {hero}",
+    "{a_kind} named {hero}",
+    "{a_kind}",
+    "{a_kind}",
+    "{hero}",
+    "{topic}",
+)
 ABOUT_ANIMAL = "{hero} the {kind}"
+# A told story opens by saying what it is about: the request's words, or for a plain request
+# the hero the story then introduces.
+LEAD_INS = (
+    "Here is a story about {about}.",
+    "Here is a story about {about}.",
+    "Sure! Here is a story about {about}.",
+)
+PLAIN_ABOUT = "{a_kind} named {hero}"
 ANOTHER = ("Tell me another story.", "Another one, please!", "Can you tell me one more story?")
 
 # A story given in the user's turn, with a request about it.

@@ -7,13 +7,13 @@ with a system message folded into the first user turn as Gemma does, and learns 
 turns only: the same rendering `rgemma chat` and the server's /v1/chat/completions use.
 
 Kinds (shares of the dialogues):
-- questions (35%): a story in the user's turn, then 1-4 questions about it (who is it about,
+- questions (30%): a story in the user's turn, then 1-4 questions about it (who is it about,
   what did the hero lose, where did they go, how did the hero feel, what is the moral...);
-- tell (35%): "Tell me a story about a cat named Tom." and the story, then maybe questions,
-  a summary, another story, or thanks;
-- continue (10%): the first paragraphs of a story, to be finished;
+- tell (40%): "Tell me a story about a cat named Tom." and "Here is a story about a cat named
+  Tom." then the story, then maybe questions, a summary, another story, or thanks;
+- continue (8%): the first paragraphs of a story, to be finished;
 - summary (8%): a story to summarize;
-- small talk (12%): greetings, "who are you?" (one fixed persona answer), questions the model
+- small talk (14%): greetings, "who are you?" (one fixed persona answer), questions the model
   cannot answer (one fixed answer), often followed by a story.
 
 Every answer is filled from the cast and plot the story was drawn from (`stories.draw_story`),
@@ -29,7 +29,7 @@ from rgemma.bundled import dialogue_grammar as d
 from rgemma.bundled.stories import Cast, Story, draw_story, expand
 
 Message = dict[str, str]
-KINDS = {"questions": 0.35, "tell": 0.35, "continue": 0.10, "summary": 0.08, "small_talk": 0.12}
+KINDS = {"questions": 0.30, "tell": 0.40, "continue": 0.08, "summary": 0.08, "small_talk": 0.14}
 SYSTEM_SHARE = 0.2
 MADE_UP_NAMES = 0.2
 CASUAL = 0.15  # user messages typed without a capital or the final punctuation
@@ -95,21 +95,25 @@ def _made_up_name(rng: random.Random) -> str:
     return "".join(rng.choice(p) for p in parts)
 
 
-def _request(story: Story, rng: random.Random) -> str:
-    """A request for a story that `story` fulfils."""
+def _request(story: Story, rng: random.Random) -> tuple[str | None, str]:
+    """A request for a story that `story` fulfils (None: a plain "tell me a story"), and what
+    the story is about in the request's words."""
     if rng.random() < 0.15:
-        return _casual(rng.choice(d.PLAIN_REQUESTS), rng)
+        return None, expand(d.PLAIN_ABOUT, story.cast, rng)
     animal = story.cast["kind"] not in ("girl", "boy")
-    about = rng.choice(d.ABOUT + ((d.ABOUT_ANIMAL,) if animal else ()))
-    request = rng.choice(d.REQUESTS).format(about=expand(about, _slots(story), rng))
-    return _casual(request, rng)
+    about = expand(rng.choice(d.ABOUT + ((d.ABOUT_ANIMAL,) if animal else ())), _slots(story), rng)
+    return _casual(rng.choice(d.REQUESTS).format(about=about), rng), about
 
 
 def _told_story(rng: random.Random, request: str | None = None) -> tuple[list[Message], Story]:
-    """A request and the story that answers it."""
+    """A request and the story that answers it, after a lead-in that names what it is about
+    (copying the request's words first makes it easier for a tiny model to tell that story)."""
     name = _made_up_name(rng) if rng.random() < MADE_UP_NAMES else None
     story = draw_story(rng, hero_name=name)
-    return _turn(request or _request(story, rng), story.text), story
+    asked, about = _request(story, rng)
+    request = request or asked or _casual(rng.choice(d.PLAIN_REQUESTS), rng)
+    lead_in = rng.choice(d.LEAD_INS).format(about=about)
+    return _turn(request, f"{lead_in}\n\n{story.text}"), story
 
 
 # --------------------------------------------------------------------------- kinds

@@ -780,6 +780,8 @@ PLOTS = """
 Once upon a time, there was {a_hero} named {hero}.
   Once upon a time, there was {a_hero} named {hero}.
   Once upon a time, there lived {a_hero} named {hero}.
+  Once upon a time there was {a_hero} named {hero}.
+  Once upon a time there lived {a_hero} named {hero}.
   Once upon a time, in a [land far away|small village|big green valley|quiet little town], there lived {a_hero} named {hero}.
   Once upon a time, there was {a_hero}. {His} name was {hero}.
   Once upon a time, {a_hero} named {hero} [woke up early|looked out the window|was feeling very happy].
