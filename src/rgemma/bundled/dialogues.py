@@ -17,8 +17,9 @@ Kinds (shares of the dialogues):
   cannot answer (one fixed answer), often followed by a story.
 
 Every answer is filled from the cast and plot the story was drawn from (`stories.draw_story`),
-so it is true of the story. A fifth of the told stories have a made-up hero name, so the model
-learns to copy the name it was asked for. A fifth of the dialogues open with a system message.
+so it is true of the story. A fifth of the stories have a made-up hero name, so the model
+learns to copy the name it was asked for or given, not to recall one it knows. A fifth of the
+dialogues open with a system message.
 """
 
 from __future__ import annotations
@@ -105,11 +106,15 @@ def _request(story: Story, rng: random.Random) -> tuple[str | None, str]:
     return _casual(rng.choice(d.REQUESTS).format(about=about), rng), about
 
 
+def _draw(rng: random.Random) -> Story:
+    """A story for a dialogue; its hero has a made-up name MADE_UP_NAMES of the time."""
+    return draw_story(rng, hero_name=_made_up_name(rng) if rng.random() < MADE_UP_NAMES else None)
+
+
 def _told_story(rng: random.Random, request: str | None = None) -> tuple[list[Message], Story]:
     """A request and the story that answers it, after a lead-in that names what it is about
     (copying the request's words first makes it easier for a tiny model to tell that story)."""
-    name = _made_up_name(rng) if rng.random() < MADE_UP_NAMES else None
-    story = draw_story(rng, hero_name=name)
+    story = _draw(rng)
     asked, about = _request(story, rng)
     request = request or asked or _casual(rng.choice(d.PLAIN_REQUESTS), rng)
     lead_in = rng.choice(d.LEAD_INS).format(about=about)
@@ -120,7 +125,7 @@ def _told_story(rng: random.Random, request: str | None = None) -> tuple[list[Me
 
 
 def _questions(rng: random.Random) -> list[Message]:
-    story = draw_story(rng)
+    story = _draw(rng)
     asked = _in_asking_order(questions(story, rng), rng)[: rng.choice((1, 1, 2, 2, 3, 4))]
     (question, answer), rest = asked[0], asked[1:]
     messages = _turn(rng.choice(d.WITH_STORY).format(story=story.text, ask=_casual(question, rng)), answer)
@@ -156,7 +161,7 @@ def _goodbye(rng: random.Random) -> list[Message]:
 
 
 def _continue(rng: random.Random) -> list[Message]:
-    story = draw_story(rng)
+    story = _draw(rng)
     paragraphs = story.paragraphs  # every plot has two or more
     k = rng.randint(1, len(paragraphs) - 1)
     part, rest = "\n\n".join(paragraphs[:k]), "\n\n".join(paragraphs[k:])
@@ -167,7 +172,7 @@ def _continue(rng: random.Random) -> list[Message]:
 
 
 def _summary(rng: random.Random) -> list[Message]:
-    story = draw_story(rng)
+    story = _draw(rng)
     ask = rng.choice(d.WITH_STORY).format(story=story.text, ask=rng.choice(d.SUMMARIZE))
     messages = _turn(ask, summary(story, rng))
     if rng.random() < 0.3:
