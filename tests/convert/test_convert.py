@@ -313,6 +313,26 @@ def test_truncated_orbax_arrays_print_one_line_in_a_real_process(tmp_path, orbax
     assert "bad: cannot restore '" in lines[0]
 
 
+def test_orphaned_orbax_read_errors_are_dropped_and_others_still_logged():
+    """A read error left in a future nobody awaits is logged by asyncio when the future is
+    collected, at a time the real-process test above cannot pin down; this forces it."""
+    code = f"""
+import asyncio, gc, sys
+sys.path[:] = {sys.path!r}
+from rgemma.convert.sources import _drop_closed_loop_noise
+_drop_closed_loop_noise()
+loop = asyncio.new_event_loop()
+for text in ["OUT_OF_RANGE: Requested byte range [1, 2) is not valid", "a genuine bug"]:
+    future = loop.create_future()
+    future.set_exception(ValueError(text))
+    del future
+    gc.collect()
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "a genuine bug" in proc.stderr and "OUT_OF_RANGE" not in proc.stderr
+
+
 # --------------------------------------------------------------------------- transformers
 def test_transformers_loads_the_output(tmp_path):
     config = tiny_config(lru_width=32)  # transformers needs lru_width == hidden_size

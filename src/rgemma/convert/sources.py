@@ -317,10 +317,11 @@ def _quiet_orbax():
 
 
 def _drop_closed_loop_noise() -> None:
-    """After a failed read, tensorstore's threads still post results to Orbax's event loop,
-    which is closed by then; each raises "Event loop is closed" into sys.unraisablehook, a
-    traceback on stderr, even after our one-line error. Drop exactly those (for the rest of
-    the process); anything else still reaches the previous hook."""
+    """After a failed read, tensorstore's threads still post results to Orbax's event loop.
+    Each late result raises "Event loop is closed" into sys.unraisablehook, and each read
+    error nobody awaited any more is logged by asyncio as "Future exception was never
+    retrieved" when its future is collected: tracebacks on stderr after our one-line error.
+    Drop exactly those (for the rest of the process); anything else still gets reported."""
     previous = sys.unraisablehook
     if getattr(previous, "drops_closed_loop", False):
         return
@@ -332,6 +333,17 @@ def _drop_closed_loop_noise() -> None:
 
     hook.drops_closed_loop = True
     sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(_drop_orphaned_read_errors)
+
+
+_STATUS_ERROR = re.compile(r"[A-Z][A-Z_]+: ")  # tensorstore's absl status text, e.g. "OUT_OF_RANGE: "
+
+
+def _drop_orphaned_read_errors(record: logging.LogRecord) -> bool:
+    """False for asyncio's report of a tensorstore read error whose future nobody awaited."""
+    err = record.exc_info[1] if record.exc_info else None
+    orphaned = record.getMessage().startswith("Future exception was never retrieved")
+    return not (orphaned and isinstance(err, ValueError) and _STATUS_ERROR.match(str(err)))
 
 
 def _flatten(tree, prefix: str) -> dict:
