@@ -62,7 +62,9 @@ def _expected_bf16_kernel(level: str, rows: int) -> str | None:
 def test_matvec_linear_runs_the_levels_kernel_and_equals_the_exact_product(kernel_level, bias, monkeypatch):
     """1 to NATIVE_ROWS bf16 rows: the AMX kernel at "amx" (up to amx_rows), the FMA kernel at
     "avx2"/"avx512", torch's mv / W @ x^T at "none"; every one within one bf16 rounding of the
-    exact product (odd widths: partial vectors and blocks)."""
+    exact product (odd widths: partial vectors and blocks). The crossover to torch's GEMM is
+    set past the rows tried (test_crossover.py tests it)."""
+    monkeypatch.setenv("RGEMMA_GEMM_ROWS", str(NATIVE_ROWS))
     calls = []
     _spy(monkeypatch, kernels, "linear", calls)
     _spy(monkeypatch, kernels, "amx_linear", calls)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rgemma import kernels
+from rgemma.accel import crossover
 from rgemma.accel.swap import adopt
 from rgemma.models.griffin import RGLRU
 
@@ -79,7 +80,7 @@ def decode_linear(
     rows = x.numel() // max(x.shape[-1], 1)
     if 1 <= rows <= amx_rows and _amx_fits(x, weight):
         return kernels.amx_linear(x, weight, None, bias)
-    if 1 <= rows <= native_rows and _native_fits(x, weight):
+    if 1 <= rows <= native_rows and _native_fits(x, weight, rows):
         y = kernels.linear(x, weight, bias, level=kernels.FMA_LEVEL)
         if y is not None:
             return y
@@ -169,13 +170,17 @@ def _amx_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
     )
 
 
-def _native_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def _native_fits(x: torch.Tensor, weight: torch.Tensor, rows: int) -> bool:
     """float32, or bf16 on a CPU without AMX (where AMX loads, it and torch's bf16 GEMM are
-    faster), not while torch.compile traces; kernels.linear checks the rest (autograd, dtypes,
+    faster), not while torch.compile traces, and no more rows than this machine's crossover to
+    torch's GEMM (rgemma.accel.crossover); kernels.linear checks the rest (autograd, dtypes,
     level)."""
     if torch.compiler.is_compiling() or x.dtype != weight.dtype:
         return False
-    return x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and not kernels.amx_available())
+    if x.dtype == torch.bfloat16 and kernels.amx_available():
+        return False
+    fits = x.dtype in (torch.float32, torch.bfloat16)
+    return fits and (rows <= crossover.MIN_ROWS or rows <= crossover.gemm_rows(x.dtype))
 
 
 _GATES = ("input_gate_weight", "recurrent_gate_weight")

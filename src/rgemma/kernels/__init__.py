@@ -463,14 +463,25 @@ def _cpu_supported(flags_needed: tuple[str, ...]) -> bool:
     return set(_cpu_flags()).issuperset(flags_needed)
 
 
-@functools.cache
 def _vendor() -> str:
     """/proc/cpuinfo's vendor_id (GenuineIntel, AuthenticAMD), or "" where there is none."""
+    return _cpuinfo("vendor_id")
+
+
+def cpu_model() -> str:
+    """/proc/cpuinfo's model name (x86) or CPU part (ARM), or "" where there is none."""
+    return _cpuinfo("model name") or _cpuinfo("CPU part")
+
+
+@functools.cache
+def _cpuinfo(field: str) -> str:
+    """The first value of `field` in /proc/cpuinfo, or ""."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return ""
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), "")
+    found = (line.split(":", 1)[1].strip() for line in lines if line.split(":", 1)[0].strip() == field)
+    return next(found, "")
 
 
 @functools.cache
