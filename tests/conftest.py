@@ -42,9 +42,12 @@ def random_model(
 
 def require_level(name: str) -> str:
     """`name` when this CPU (and the environment) runs rgemma's kernels at that level, else a
-    pytest skip that says why (the flags the CPU lacks, or the cap in the environment)."""
+    pytest skip that says why (another architecture's level, the flags the CPU lacks, or the cap
+    in the environment)."""
     from rgemma import kernels
 
+    if name not in kernels.levels():
+        pytest.skip(f"kernel level {name!r}: this architecture's levels are {', '.join(kernels.levels())}")
     have = kernels.level()
     if kernels.LEVELS.index(name) > kernels.LEVELS.index(have):
         needed = [

@@ -23,6 +23,7 @@ PICKS = {
     "avx512": ("linear_avx512", "linear_avx512"),
     "avx512bf16": ("linear_avx512bf16", "linear_avx512"),
     "amx": ("amx_linear", "linear_avx512"),
+    "neon": ("linear_neon", "linear_neon"),
 }
 
 
@@ -43,13 +44,20 @@ def _bound(x, w, scale, bias, ref) -> torch.Tensor:
 
 
 def _check(y, x, w, scale, bias):
+    assert y.dtype == x.dtype
+    check_rounded_once(y, x, w, scale, bias)
+
+
+def check_rounded_once(y, x, w, scale, bias):
+    """y (bf16 or float32, whatever x's dtype) is the exact product within `_bound`, plus half a
+    bf16 step when y is bf16."""
     ref = x.double() @ w.double().T
     ref = ref * scale.double() if scale is not None else ref
     ref = ref + bias.double() if bias is not None else ref
     allowed = _bound(x, w, scale, bias, ref)
-    if x.dtype == torch.bfloat16:  # rounded once to bf16: at most half a bf16 step more
+    if y.dtype == torch.bfloat16:  # rounded once to bf16: at most half a bf16 step more
         allowed = allowed + (ref.abs() + allowed) * 2.0**-8
-    assert y.dtype == x.dtype and y.shape == ref.shape
+    assert y.shape == ref.shape
     err = (y.double() - ref).abs()
     assert (err <= allowed).all(), f"worst excess {(err - allowed).max().item():.3g}"
 
@@ -135,14 +143,17 @@ def test_no_kernel_means_none():
 
 
 def test_levels_come_from_the_cpu_and_the_environment_caps_them(monkeypatch):
+    monkeypatch.setattr(kernels, "_arch", lambda: "x86_64")  # the x86-64 levels, on any machine
     found = kernels.cpu_level()
-    assert set(kernels.cpu_features()) <= {f for fs in kernels.LEVEL_FLAGS.values() for f in fs}
+    assert set(kernels.cpu_features()) <= {
+        f for fs in kernels.ARCH_LEVEL_FLAGS["x86_64"].values() for f in fs
+    }
     monkeypatch.delenv("RGEMMA_NATIVE", raising=False)
     monkeypatch.delenv("RGEMMA_KERNEL_LEVEL", raising=False)
     assert kernels.level() == found
-    for cap in kernels.LEVELS:  # down, never up past the CPU's
+    for cap in kernels.levels():  # down, never up past the CPU's
         monkeypatch.setenv("RGEMMA_KERNEL_LEVEL", cap)
-        assert kernels.level() == min(cap, found, key=kernels.LEVELS.index)
+        assert kernels.level() == min(cap, found, key=kernels.levels().index)
     monkeypatch.setenv("RGEMMA_KERNEL_LEVEL", "avx2")
     assert not kernels.int8_gemv_available() and not kernels.amx_available()
     if kernels.available("linear_avx2", "avx2"):
@@ -165,9 +176,11 @@ def test_levels_come_from_the_cpu_and_the_environment_caps_them(monkeypatch):
 
 @pytest.mark.skipif(kernels.shutil.which("cc") is None, reason="needs a C compiler")
 def test_every_kernel_compiles_even_where_it_cannot_run():
-    """A CPU without AVX-512 or AMX still catches a kernel that no longer builds."""
+    """A CPU without AVX-512 or AMX still catches a kernel that no longer builds (each of this
+    architecture's kernels; test_neon.py cross-compiles the aarch64 one)."""
     for kernel in kernels.KERNELS.values():
-        assert kernels._build(kernels.shutil.which("cc"), kernel).exists()
+        if kernel.level in kernels.levels():
+            assert kernels._build(kernels.shutil.which("cc"), kernel).exists()
 
 
 def test_a_vendors_tuning_flags_join_the_build_command(monkeypatch):

@@ -1,14 +1,19 @@
 """Native CPU kernels, compiled from C on first use and cached; optional by design.
 
-Each kernel has a level, chosen at run time by the CPU's features ("none" < "avx2" < "avx512"
-< "avx512bf16" < "amx", `level()`); RGEMMA_KERNEL_LEVEL=<level> caps it (never above what the CPU has, so an
-AVX-512 machine can run and test the AVX2 kernels), and RGEMMA_NATIVE=0 turns every kernel off.
+Each kernel has a level, chosen at run time by the CPU's features (`level()`). The levels are
+per architecture (`levels()`): on x86-64 "none" < "avx2" < "avx512" < "avx512bf16" < "amx", on
+aarch64 "none" < "neon" (Advanced SIMD, "asimd" in /proc/cpuinfo's Features), elsewhere "none"
+alone. RGEMMA_KERNEL_LEVEL=<level> caps it (never above what the CPU has, so an AVX-512 machine
+can run and test the AVX2 kernels; a name that is not one of this architecture's levels is an
+error), and RGEMMA_NATIVE=0 turns every kernel off.
 
 - `linear(x, w, bias)` / `int8_linear(x, q, scale, bias)`: bf16, float32 or int8 weights, the exact
   product (fp32 sums, rounded once), through the best kernel at the current level, else None:
   linear_fma.c (avx2: AVX2 + FMA + F16C; avx512: the same source on AVX-512F; avx512bf16: the
-  same source on vdpbf16ps, for bf16 activations) or, at "amx" with bf16 activations,
-  amx_linear.
+  same source on vdpbf16ps, for bf16 activations; neon: the same source on aarch64's 4-lane
+  vfmaq_f32) or, at "amx" with bf16 activations, amx_linear. The NEON variant is tested for
+  correctness under qemu-user (tests/kernels/test_neon.py), not measured for speed on ARM
+  hardware, and rgemma.accel does not pick it.
 - `int8_gemv(x, q, scale, bias)` (int8_gemv.c, "avx512"): the int8 weight-only product for one
   to a few rows on AVX-512 VNNI, close to memory speed; it rounds each activation row to int16
   (14 bits) first, so it is not the exact product. Needs AVX-512 F, BW, VL and VNNI.
@@ -53,15 +58,40 @@ BASE_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC"]
 _PTR, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 
 
-LEVELS = ("none", "avx2", "avx512", "avx512bf16", "amx")
-# The /proc/cpuinfo flags each level adds to the ones below it. A kernel also lists the flags it
-# needs itself (int8_gemv, at "avx512", needs VNNI too), so it loads only where they are.
-LEVEL_FLAGS = {
-    "avx2": ("avx2", "fma", "f16c"),
-    "avx512": ("avx512f", "avx512bw", "avx512vl"),
-    "avx512bf16": ("avx512_vnni", "avx512_bf16"),
-    "amx": ("amx_tile", "amx_bf16"),
+# Each architecture's levels above "none", lowest first, with the /proc/cpuinfo flags each adds to
+# the ones below it. A kernel also lists the flags it needs itself (int8_gemv, at "avx512", needs
+# VNNI too), so it loads only where they are.
+ARCH_LEVEL_FLAGS = {
+    "x86_64": {
+        "avx2": ("avx2", "fma", "f16c"),
+        "avx512": ("avx512f", "avx512bw", "avx512vl"),
+        "avx512bf16": ("avx512_vnni", "avx512_bf16"),
+        "amx": ("amx_tile", "amx_bf16"),
+    },
+    "aarch64": {"neon": ("asimd",)},
 }
+CPUINFO_FLAGS = {"x86_64": "flags", "aarch64": "Features"}  # the /proc/cpuinfo line that lists them
+# linear_fma.c's best variant per architecture (below AMX's kernel on x86-64)
+ARCH_FMA_LEVEL = {"x86_64": "avx512bf16", "aarch64": "neon"}
+
+
+def _arch() -> str:
+    """This machine's architecture as ARCH_LEVEL_FLAGS names it (AMD64 and arm64 included)."""
+    machine = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+
+
+def _level_flags() -> dict[str, tuple[str, ...]]:
+    return ARCH_LEVEL_FLAGS.get(_arch(), {})
+
+
+def levels() -> tuple[str, ...]:
+    """This architecture's kernel levels, lowest ("none") first."""
+    return ("none", *_level_flags())
+
+
+LEVELS = levels()  # this machine's levels and their flags, as at import
+LEVEL_FLAGS = _level_flags()
 
 
 @dataclass(frozen=True)
@@ -76,7 +106,7 @@ class Kernel:
     vendor_cflags: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (vendor_id, more cflags): tuning
 
 
-FMA_LEVEL = "avx512bf16"  # the highest level of linear_fma.c's variants (below AMX's kernel)
+FMA_LEVEL = ARCH_FMA_LEVEL.get(_arch(), "none")  # this machine's best linear_fma.c variant
 
 # linear_fma.c: x, w, q8, scale, bias, y, rows, n_out, k_in, threads, kinds
 _LINEAR_ARGS = (_PTR, _PTR, _INT, _PTR, _PTR, _PTR) + (_I64,) * 3 + (_INT,) * 2
@@ -107,6 +137,15 @@ KERNELS = {
         ("-mavx512f", "-mavx512bw", "-mavx512bf16", "-mavx2", "-mfma", "-mf16c", "-DVW=16", "-DDPBF16")
         + ("-DNB=8", "-DRB=4"),  # tiles of 8 x 4 (bench/gemv_levels.py)
         "rgemma_linear_avx512bf16",
+        _LINEAR_ARGS,
+    ),
+    # The same source on aarch64 (baseline ARMv8-A: NEON is part of it).
+    "linear_neon": Kernel(
+        "linear_fma.c",
+        "neon",
+        ("asimd",),
+        ("-march=armv8-a",),
+        "rgemma_linear_neon",
         _LINEAR_ARGS,
     ),
     "int8_gemv": Kernel(
@@ -153,13 +192,13 @@ KERNELS = {
 def cpu_features() -> tuple[str, ...]:
     """The CPU flags the kernels look for that this CPU has, in level order."""
     have = set(_cpu_flags())
-    return tuple(f for flags in LEVEL_FLAGS.values() for f in flags if f in have)
+    return tuple(f for flags in _level_flags().values() for f in flags if f in have)
 
 
 def cpu_level() -> str:
     """The highest level this CPU's features allow (each level needs the flags of those below)."""
     have, found = set(_cpu_flags()), "none"
-    for name, flags in LEVEL_FLAGS.items():
+    for name, flags in _level_flags().items():
         if not have.issuperset(flags):
             break
         found = name
@@ -171,20 +210,23 @@ def level() -> str:
     RGEMMA_NATIVE=0. Read on every call, so a test can set either variable."""
     if os.environ.get("RGEMMA_NATIVE", "1") == "0":
         return "none"
-    return _cap(cpu_level(), os.environ.get("RGEMMA_KERNEL_LEVEL") or "amx")
+    return _cap(cpu_level(), os.environ.get("RGEMMA_KERNEL_LEVEL") or levels()[-1])
 
 
 def _cap(found: str, limit: str) -> str:
-    if limit not in LEVELS:
-        raise ValueError(f"unknown kernel level {limit!r}; the levels are {', '.join(LEVELS)}")
-    return min(found, limit, key=LEVELS.index)
+    here = levels()
+    if limit not in here:
+        raise ValueError(f"unknown kernel level {limit!r} on {_arch()}; the levels are {', '.join(here)}")
+    return min(found, limit, key=here.index)
 
 
 def available(name: str, at: str | None = None) -> bool:
     """Whether kernel `name` runs at level `at` (default `level()`, and never above it): the CPU
-    has its features, the level allows it, and it built and loaded."""
-    limit = level() if at is None else _cap(level(), at)
-    return LEVELS.index(KERNELS[name].level) <= LEVELS.index(limit) and _library(name) is not None
+    has its features, the level allows it, and it built and loaded. False for a kernel of another
+    architecture."""
+    limit, here = level() if at is None else _cap(level(), at), levels()
+    need = KERNELS[name].level
+    return need in here and here.index(need) <= here.index(limit) and _library(name) is not None
 
 
 def needs_grad(*tensors: torch.Tensor) -> bool:
@@ -219,7 +261,7 @@ def linear(
 ) -> torch.Tensor | None:
     """F.linear(x, w, bias) for a bf16 or float32 weight w (out, in) and x (..., in) bf16 or
     float32 on the CPU, through the best native kernel at `level` (default, and at most,
-    `level()`; float32 weights take the FMA kernels, avx2 or avx512): the exact
+    `level()`; float32 weights take the FMA kernels, avx2, avx512 or neon): the exact
     product x.float() @ w.float().T + bias in fp32, rounded once to x's dtype (at "amx", bf16
     activations take amx_linear, which reads bias as bf16). None when no kernel takes these
     inputs (another dtype or device, autograd recording, no kernel at this level); ValueError
@@ -268,7 +310,7 @@ def _choose(x: torch.Tensor, w: torch.Tensor, at: str | None) -> str | None:
         or needs_grad(x, w)
     ):
         return None
-    names = ["linear_avx512", "linear_avx2"]
+    names = ["linear_avx512", "linear_avx2", "linear_neon"]
     if x.dtype == torch.bfloat16 and w.dtype != torch.float32:
         names[:0] = ["amx_linear", "linear_avx512bf16"]
     return next((name for name in names if available(name, at)), None)
@@ -486,14 +528,15 @@ def _cpuinfo(field: str) -> str:
 
 @functools.cache
 def _cpu_flags() -> tuple[str, ...]:
-    """/proc/cpuinfo's flags on x86-64 Linux; none elsewhere."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    """/proc/cpuinfo's flags on x86-64 Linux, its Features on aarch64 Linux; none elsewhere."""
+    key = CPUINFO_FLAGS.get(_arch())
+    if key is None:
         return ()
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return ()
-    return tuple(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+    return tuple(next((line.split(":", 1)[1].split() for line in lines if line.startswith(key)), []))
 
 
 def build_command(compiler: str, kernel: Kernel) -> list[str]:

@@ -1,6 +1,7 @@
 /* Linear layers for CPU decode (1 to ~128 rows) on x86-64 with AVX2 + FMA; built with
  * -DVW=16, the same source is the AVX-512F variant, and with -DVW=16 -DDPBF16 the AVX-512 BF16
- * variant (vdpbf16ps), for bf16 activations only.
+ * variant (vdpbf16ps), for bf16 activations only. Built for aarch64, it is the NEON variant
+ * (baseline ARMv8-A Advanced SIMD: 4-lane fp32 vectors and vfmaq_f32), an FMA variant with VW=4.
  *
  *   y[b, n] = round_once( sum_k x[b, k] * w[n, k] [* scale[n]] + bias[n] ),  fp32 sums throughout
  *
@@ -33,14 +34,25 @@
  * converts nothing around the call (the DPBF16 variant takes bf16 x only: its caller checks).
  * rgemma/kernels/__init__.py compiles this file on first use.
  */
+#if defined(__aarch64__)
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "widen_bf16 pairs bf16 values as a little-endian load does"
+#endif
+#include <arm_neon.h>
+#else
 #include <immintrin.h>
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #ifndef VW
+#if defined(__aarch64__)
+#define VW 4
+#else
 #define VW 8
+#endif
 #endif
 #define BLK (2 * VW) /* inputs per step: two fp32 vectors (32 bf16 for DPBF16) */
 #ifdef DPBF16
@@ -71,7 +83,28 @@ typedef float xtype; /* prepared activations: fp32 */
 #endif
 #define INLINE static inline __attribute__((always_inline))
 
-#if VW == 8
+#if defined(__aarch64__)
+#if VW != 4
+#error "the NEON variant has VW=4"
+#endif
+typedef float32x4_t vec;
+#define ENTRY rgemma_linear_neon
+#define vzero() vdupq_n_f32(0.f)
+#define vload(p) vld1q_f32(p)
+#define vfma(a, b, c) vfmaq_f32(c, a, b)
+#define vsum(v) vaddvq_f32(v)
+#define prefetch(p) __builtin_prefetch(p, 0, 3)
+INLINE void widen_bf16(const uint16_t *p, vec *even, vec *odd) {
+    uint32x4_t v = vreinterpretq_u32_u16(vld1q_u16(p));
+    *even = vreinterpretq_f32_u32(vshlq_n_u32(v, 16));
+    *odd = vreinterpretq_f32_u32(vandq_u32(v, vdupq_n_u32(0xFFFF0000u)));
+}
+INLINE void widen_i8(const int8_t *p, vec *lo, vec *hi) {
+    int16x8_t v = vmovl_s8(vld1_s8(p));
+    *lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(v)));
+    *hi = vcvtq_f32_s32(vmovl_high_s16(v));
+}
+#elif VW == 8
 typedef __m256 vec;
 #define ENTRY rgemma_linear_avx2
 #define vzero() _mm256_setzero_ps()
@@ -120,7 +153,10 @@ INLINE __m512bh int8_as_bf16(const int8_t *p) {
 }
 #endif
 #else
-#error "VW is 8 (AVX2) or 16 (AVX-512F)"
+#error "VW is 8 (AVX2) or 16 (AVX-512F) on x86-64"
+#endif
+#if !defined(__aarch64__)
+#define prefetch(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 #endif
 #if defined(DPBF16) && VW != 16
 #error "DPBF16 needs VW=16"
@@ -168,7 +204,7 @@ INLINE void step(const void *w, int wk, int64_t stride, int64_t k, const xtype *
                  int nb, int rb, vec acc[MAX_N][MAX_R]) {
 #pragma GCC unroll 8
     for (int n = 0; n < nb; n++) {
-        if (PREFETCH) _mm_prefetch((const char *)w + (n * stride + k) * WSIZE(wk) + PREFETCH, _MM_HINT_T0);
+        if (PREFETCH) prefetch((const char *)w + (n * stride + k) * WSIZE(wk) + PREFETCH);
 #ifdef DPBF16
         __m512bh pairs = wk == INT8W ? int8_as_bf16((const int8_t *)w + n * stride + k)
                             : (__m512bh)_mm512_loadu_si512((const uint16_t *)w + n * stride + k);
