@@ -152,7 +152,8 @@ def _fake_aarch64(monkeypatch, cpuinfo: str) -> None:
     counts as built."""
     monkeypatch.setattr(kernels.platform, "machine", lambda: "aarch64")
     monkeypatch.setattr(kernels, "Path", lambda _: SimpleNamespace(read_text=lambda: cpuinfo))
-    monkeypatch.setattr(kernels, "_cpu_flags", kernels._cpu_flags.__wrapped__)  # uncached: reads cpuinfo
+    monkeypatch.setattr(kernels, "_cpuinfo", kernels._cpuinfo.__wrapped__)  # uncached: reads `cpuinfo`
+    monkeypatch.setattr(kernels, "_cpu_flags", kernels._cpu_flags.__wrapped__)
     monkeypatch.setattr(kernels, "_library", lambda name: object() if name == "linear_neon" else None)
     monkeypatch.delenv("RGEMMA_NATIVE", raising=False)
     monkeypatch.delenv("RGEMMA_KERNEL_LEVEL", raising=False)

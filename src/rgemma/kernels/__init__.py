@@ -530,13 +530,7 @@ def _cpuinfo(field: str) -> str:
 def _cpu_flags() -> tuple[str, ...]:
     """/proc/cpuinfo's flags on x86-64 Linux, its Features on aarch64 Linux; none elsewhere."""
     key = CPUINFO_FLAGS.get(_arch())
-    if key is None:
-        return ()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return ()
-    return tuple(next((line.split(":", 1)[1].split() for line in lines if line.startswith(key)), []))
+    return tuple(_cpuinfo(key).split()) if key is not None else ()
 
 
 def build_command(compiler: str, kernel: Kernel) -> list[str]:
