@@ -4,8 +4,9 @@ set by accel.configure.
 
 bf16 rows, by count (rgemma.kernels has the kernels; each falls back to the next):
 - 1 to `amx_rows`: rgemma's AMX kernel where the CPU has AMX;
-- 1 to `native_rows` on a CPU without AMX: rgemma's FMA kernel (`kernels.linear`: AVX-512F or
-  AVX2), the exact product rounded once;
+- 1 to `native_rows` on a CPU without AMX: rgemma's FMA kernel (`kernels.linear`: AVX-512 BF16,
+  AVX-512F or AVX2), the exact product rounded once, as long as the rows are no more than
+  this machine's crossover to torch's GEMM (rgemma.accel.crossover, measured once and cached);
 - otherwise one row goes through torch.mv / torch.addmv, which read a bf16 weight at close to
   memory speed where F.linear's GEMM path does not, and up to SMALL_BATCH_ROWS rows are
   computed as W @ x^T (the weight as the streamed left operand);
