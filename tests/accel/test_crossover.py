@@ -114,4 +114,19 @@ def test_decode_linears_take_the_kernel_up_to_the_crossover_then_torch(monkeypat
         x = torch.randn(rows, 40, dtype=dtype)
         with torch.no_grad():
             torch.testing.assert_close(layer(x), plain(x), rtol=2**-7, atol=2**-7)
-    assert calls == [1, 8, 12]
+    # float32 has no crossover: its rows decode alike whatever the batch
+    assert calls == ([1, 8, 12] if dtype == torch.bfloat16 else [1, 8, 12, 13, 40])
+
+
+def test_float32_rows_are_the_same_alone_or_batched(monkeypatch):
+    """Even where torch's GEMM would win, float32 keeps the batch-invariant FMA kernel."""
+    if kernels.chosen(torch.ones(2, 8), torch.ones(4, 8)) is None:
+        pytest.skip("no FMA kernel runs float32 on this CPU")
+    monkeypatch.setenv("RGEMMA_GEMM_ROWS", "0")
+    torch.manual_seed(0)
+    layer = MatVecLinear.from_linear(nn.Linear(300, 70))
+    x = torch.randn(40, 300)
+    with torch.no_grad():
+        batched = layer(x)
+        alone = torch.cat([layer(x[i : i + 1]) for i in range(40)])
+    assert torch.equal(batched, alone)

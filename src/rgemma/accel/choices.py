@@ -39,7 +39,7 @@ class Accel:
       one of those loads).
     amx_rows: with "matvec", the most rows rgemma's AMX kernel takes (0: never).
     native_rows: with "matvec", the most rows rgemma's FMA kernels (AVX2, AVX-512F, AVX-512 BF16)
-      take: bf16 on a CPU without AMX, float32 on any (0: never); fewer where this machine's
+      take: bf16 on a CPU without AMX, float32 on any (0: never); fewer bf16 rows where this machine's
       torch GEMM is faster from fewer rows (rgemma.accel.crossover).
     prefill: with "matvec" (and for every Int8Linear), the arithmetic of half-precision
       products above the decode sizes: "fp32" (float32 tiles of the weight, rgemma.accel.

@@ -1,16 +1,16 @@
-"""Where torch's GEMM overtakes rgemma's FMA kernels: measured once per machine, then cached.
+"""Where torch's bf16 GEMM overtakes rgemma's FMA kernels: measured once per machine, then cached.
 
 For a few rows, rgemma's FMA kernels (kernels.linear) beat torch: they stream the weight at
 memory speed. For more rows a product becomes bound by arithmetic, and then a CPU whose torch
-GEMM is native in that dtype (oneDNN on AVX-512 BF16, say) can be faster than the FMA kernel:
-on a Zen 5 core from 16 bf16 rows, while float32 never crossed over up to 128 rows. CPU flags
-do not tell: a VM that shows AVX-512 BF16 but hides AMX ran torch's bf16 GEMM slower than its
-float32 one. So `gemm_rows(dtype)` times both on one weight at rows 8, 16, 32, 64, 128, the
-first time a product of more than MIN_ROWS rows asks, and returns the most rows for which the
-FMA kernel was still no slower than torch (within TOLERANCE). The answer is cached per CPU,
-thread count, torch version and kernel level in $RGEMMA_CACHE/crossover.json (default
-~/.cache/rgemma), written atomically; RGEMMA_GEMM_ROWS=N sets it instead (0: torch from 2
-rows, as without the kernels).
+GEMM is native in bf16 (oneDNN on AVX-512 BF16, say) can be faster than the FMA kernel: on a
+Zen 5 core from 16 bf16 rows. CPU flags do not tell: a VM that shows AVX-512 BF16 but hides
+AMX ran torch's bf16 GEMM slower than its float32 one. So `gemm_rows(dtype)` times both on one
+weight at rows 16, 32, 64, 128, the first time a product of more than MIN_ROWS rows asks, and
+returns the most rows for which the FMA kernel was still no slower than torch (within
+TOLERANCE). The answer is cached per CPU, thread count, torch version and kernel level in
+$RGEMMA_CACHE/crossover.json (default ~/.cache/rgemma), written atomically; RGEMMA_GEMM_ROWS=N
+sets it instead. rgemma.accel.linears asks only for bf16: float32 stays on the FMA kernel,
+whose sums do not depend on the batch (the float32 server's determinism).
 """
 
 from __future__ import annotations

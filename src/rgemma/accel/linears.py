@@ -5,8 +5,8 @@ set by accel.configure.
 bf16 rows, by count (rgemma.kernels has the kernels; each falls back to the next):
 - 1 to `amx_rows`: rgemma's AMX kernel where the CPU has AMX;
 - 1 to `native_rows` on a CPU without AMX: rgemma's FMA kernel (`kernels.linear`: AVX-512 BF16,
-  AVX-512F or AVX2), the exact product rounded once, as long as the rows are no more than
-  this machine's crossover to torch's GEMM (rgemma.accel.crossover, measured once and cached);
+  AVX-512F or AVX2), the exact product rounded once; bf16 rows only up to this machine's
+  crossover to torch's GEMM (rgemma.accel.crossover, measured once and cached);
 - otherwise one row goes through torch.mv / torch.addmv, which read a bf16 weight at close to
   memory speed where F.linear's GEMM path does not, and up to SMALL_BATCH_ROWS rows are
   computed as W @ x^T (the weight as the streamed left operand);
@@ -173,15 +173,17 @@ def _amx_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 def _native_fits(x: torch.Tensor, weight: torch.Tensor, rows: int) -> bool:
     """float32, or bf16 on a CPU without AMX (where AMX loads, it and torch's bf16 GEMM are
-    faster), not while torch.compile traces, and no more rows than this machine's crossover to
-    torch's GEMM (rgemma.accel.crossover); kernels.linear checks the rest (autograd, dtypes,
-    level)."""
+    faster) in no more rows than this machine's crossover to torch's GEMM (rgemma.accel.
+    crossover), not while torch.compile traces; kernels.linear checks the rest (autograd,
+    dtypes, level). float32 has no crossover: the FMA kernel gives each row the same sums
+    whatever the batch, so a float32 request decodes the same alone or batched."""
     if torch.compiler.is_compiling() or x.dtype != weight.dtype:
         return False
     if x.dtype == torch.bfloat16 and kernels.amx_available():
         return False
-    fits = x.dtype in (torch.float32, torch.bfloat16)
-    return fits and (rows <= crossover.MIN_ROWS or rows <= crossover.gemm_rows(x.dtype))
+    if x.dtype == torch.bfloat16:
+        return rows <= crossover.MIN_ROWS or rows <= crossover.gemm_rows(x.dtype)
+    return x.dtype == torch.float32  # whatever the rows: the kernel's sums do not depend on them
 
 
 _GATES = ("input_gate_weight", "recurrent_gate_weight")
