@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -476,6 +477,8 @@ def test_damaged_or_hostile_trainer_state_is_refused_in_one_line(work, tmp_path)
         "empty": b"",
         "random": os.urandom(512),
     }
+    # garbage read as an old-style pickle fails in many ways (KeyError, IndexError, ...)
+    cases.update({f"random-{seed}": random.Random(seed).randbytes(512) for seed in range(40)})
     for name, content in cases.items():
         bad = tmp_path / f"{name}.pt"
         bad.write_bytes(content)

@@ -664,6 +664,9 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
     except (RuntimeError, EOFError, OSError) as err:  # truncated, or not a torch file at all
         reason = str(err).split(". ")[0].strip() or "it is empty"
         raise ValueError(f"cannot read {path}: damaged or truncated ({reason})") from None
+    except Exception as err:  # garbage read as an old-style pickle: KeyError, IndexError, ...
+        kind = type(err).__name__
+        raise ValueError(f"cannot read {path}: damaged, or not a trainer state ({kind})") from None
     _check_trainer_state(state, path)
     return state
 
