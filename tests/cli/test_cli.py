@@ -86,6 +86,32 @@ def test_chat_survives_failed_commands_with_the_conversation_intact(lm_dir, tmp_
     assert "is a directory" in errors[0] and "not UTF-8" in errors[3]
 
 
+@pytest.mark.parametrize(
+    "messages", [5, "hi", [{"role": "user"}], [{"role": 1, "content": "x"}], [["user", "x"]]]
+)
+def test_a_snapshot_with_malformed_messages_is_refused_in_one_line(lm_dir, tmp_path, messages):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    good = tmp_path / "good.state"
+    run = f"hello\n/save {good}\n"
+    chat(model=str(lm_dir), config=GREEDY, stdin=FakeStdin(run), out=io.StringIO(), err=io.StringIO())
+    with safe_open(str(good), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    save_file(
+        tensors, str(tmp_path / "bad.state"), metadata={**meta, "extra": json.dumps({"messages": messages})}
+    )
+    err = io.StringIO()
+    script = f"/load {tmp_path / 'bad.state'}\nthe fox\n"
+    session = chat(model=str(lm_dir), config=GREEDY, stdin=FakeStdin(script), out=io.StringIO(), err=err)
+    errors = [line for line in err.getvalue().splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "messages are not role/content pairs" in errors[0], err.getvalue()
+    assert "Traceback" not in err.getvalue() and [m["role"] for m in session.messages] == [
+        "user",
+        "assistant",
+    ]
+
+
 def test_perplexity_function(lm_dir, tmp_path):
     data = tmp_path / "held.jsonl"
     data.write_text('{"text": "hello world"}\n{"text": "the quick brown fox"}\n')

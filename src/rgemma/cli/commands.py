@@ -298,7 +298,14 @@ def _load_chat(session: ChatSession, path: str) -> None:
     snap = load_state(path, session.model)
     if "messages" not in snap.extra:
         raise ValueError(f"{path} is not a chat snapshot (no messages)")
-    session.state, session.fed, session.messages = snap.state, snap.tokens or [], snap.extra["messages"]
+    messages = snap.extra["messages"]
+    if not isinstance(messages, list) or not all(_is_message(m) for m in messages):
+        raise ValueError(f"{path} is not a chat snapshot (its messages are not role/content pairs of text)")
+    session.state, session.fed, session.messages = snap.state, snap.tokens or [], messages
+
+
+def _is_message(m) -> bool:
+    return isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
 
 
 # --------------------------------------------------------------------------- perplexity
