@@ -207,10 +207,19 @@ def cpu_level() -> str:
 
 def level() -> str:
     """The level the kernels run at: the CPU's, capped by RGEMMA_KERNEL_LEVEL, "none" under
-    RGEMMA_NATIVE=0. Read on every call, so a test can set either variable."""
-    if os.environ.get("RGEMMA_NATIVE", "1") == "0":
+    RGEMMA_NATIVE=0. The variables are read on every call, so a test can set either."""
+    native, cap = os.environ.get("RGEMMA_NATIVE", "1"), os.environ.get("RGEMMA_KERNEL_LEVEL") or ""
+    return _level(native, cap, _cpu_flags, platform.machine)
+
+
+@functools.lru_cache(maxsize=64)
+def _level(native: str, cap: str, flags_source, machine_source) -> str:
+    """level() for these variables, memoized: each decode product asks several times. The
+    sources of the CPU flags and architecture are part of the key, so a test that fakes a CPU
+    (replacing either function) gets its own answer."""
+    if native == "0":
         return "none"
-    return _cap(cpu_level(), os.environ.get("RGEMMA_KERNEL_LEVEL") or levels()[-1])
+    return _cap(cpu_level(), cap or levels()[-1])
 
 
 def _cap(found: str, limit: str) -> str:
@@ -224,8 +233,12 @@ def available(name: str, at: str | None = None) -> bool:
     """Whether kernel `name` runs at level `at` (default `level()`, and never above it): the CPU
     has its features, the level allows it, and it built and loaded. False for a kernel of another
     architecture."""
-    limit, here = level() if at is None else _cap(level(), at), levels()
-    need = KERNELS[name].level
+    return _runs(name, level() if at is None else _cap(level(), at))
+
+
+def _runs(name: str, limit: str) -> bool:
+    """Whether kernel `name` is at or below level `limit` here, and built and loaded."""
+    here, need = levels(), KERNELS[name].level
     return need in here and here.index(need) <= here.index(limit) and _library(name) is not None
 
 
@@ -313,7 +326,8 @@ def _choose(x: torch.Tensor, w: torch.Tensor, at: str | None) -> str | None:
     names = ["linear_avx512", "linear_avx2", "linear_neon"]
     if x.dtype == torch.bfloat16 and w.dtype != torch.float32:
         names[:0] = ["amx_linear", "linear_avx512bf16"]
-    return next((name for name in names if available(name, at)), None)
+    limit = level() if at is None else _cap(level(), at)
+    return next((name for name in names if _runs(name, limit)), None)
 
 
 def _linear_fma(
