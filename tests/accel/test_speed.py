@@ -23,6 +23,7 @@ from rgemma.accel.compile import CompiledBlock, StaticDecodeStep
 from rgemma.accel.linears import AMX_ROWS, NATIVE_ROWS, SMALL_BATCH_ROWS, MatVecLinear, MatVecRGLRU
 from rgemma.bench import harness as bench
 from rgemma.bench.harness import decode_flops, linear_params, prefill_flops, run_bench
+from rgemma.bench.report import format_table
 from rgemma.models.config import RecurrentGemmaConfig
 from rgemma.models.griffin import RGLRU, ResidualBlock
 from rgemma.models.positions import make_tokens, step_tokens
@@ -479,9 +480,7 @@ def test_bench_runs_in_process(tmp_path, monkeypatch):
     # what ran: the CPU's features and kernel level on top, the kernel beside each figure
     assert report["machine"]["kernel_level"] == kernels.level()
     assert report["machine"]["cpu_features"] == list(kernels.cpu_features())
-    assert bench.format_table(report).startswith(
-        f"cpu features: {' '.join(kernels.cpu_features()) or 'none'};"
-    )
+    assert format_table(report).startswith(f"cpu features: {' '.join(kernels.cpu_features()) or 'none'};")
     by_impl = {(r["impl"], r["measure"]): r["kernel"] for r in timed}
     fp32_pick = kernels.chosen(torch.ones(1, 4), torch.ones(2, 4), kernels.FMA_LEVEL)
     assert by_impl["rgemma", "decode"] == (fp32_pick or "torch")  # a float32 model: the FMA kernel

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rgemma.bench import harness
 from rgemma.bench.harness import IMPLS, MEASURES, SHAPES, unknown_measures
+from rgemma.bench.report import format_table
 from rgemma.cli.options import UsageError, device_name
 
 
@@ -130,7 +131,7 @@ def run_bench(args) -> int:
         out=args.out,
         **kw,
     )
-    print(harness.format_table(report))
+    print(format_table(report))
     return 1 if any("error" in r for r in report["results"] if r["impl"] != "transformers") else 0
 
 
