@@ -183,10 +183,27 @@ def test_every_kernel_compiles_even_where_it_cannot_run():
             assert kernels._build(kernels.shutil.which("cc"), kernel).exists()
 
 
-def test_a_vendors_tuning_flags_join_the_build_command(monkeypatch):
-    """int8_gemv drops its software prefetch on AMD (measured faster on Zen 4), keeps it on Intel."""
+def test_a_cpus_tuning_flags_join_the_build_command(monkeypatch):
+    """int8_gemv drops its software prefetch on AMD family 25 (measured faster on Zen 4), keeps
+    it on Zen 5 (family 26) and Intel; a vendor-wide entry applies where no family entry does."""
     gemv = kernels.KERNELS["int8_gemv"]
-    for vendor, expect in (("AuthenticAMD", True), ("GenuineIntel", False), ("", False)):
+    cases = (
+        ("AuthenticAMD", "25", True),
+        ("AuthenticAMD", "26", False),
+        ("GenuineIntel", "6", False),
+        ("", "", False),
+    )
+    for vendor, family, expect in cases:
         monkeypatch.setattr(kernels, "_vendor", lambda v=vendor: v)
-        assert ("-DPREFETCH=0" in kernels.build_command("cc", gemv)) == expect
+        monkeypatch.setattr(kernels, "_cpuinfo", lambda field, f=family: f if field == "cpu family" else "")
+        assert ("-DPREFETCH=0" in kernels.build_command("cc", gemv)) == expect, (vendor, family)
+    tuned = kernels.Kernel(
+        *[getattr(gemv, f) for f in ("source", "level", "cpu_flags", "cflags", "function", "argtypes")],
+        vendor_cflags=(("AuthenticAMD", ("-DA",)), ("AuthenticAMD/26", ("-DB",))),
+    )
+    monkeypatch.setattr(kernels, "_vendor", lambda: "AuthenticAMD")
+    monkeypatch.setattr(kernels, "_cpuinfo", lambda field: "26" if field == "cpu family" else "")
+    assert "-DB" in kernels.build_command("cc", tuned) and "-DA" not in kernels.build_command("cc", tuned)
+    monkeypatch.setattr(kernels, "_cpuinfo", lambda field: "25" if field == "cpu family" else "")
+    assert "-DA" in kernels.build_command("cc", tuned) and "-DB" not in kernels.build_command("cc", tuned)
     assert kernels.build_command("cc", kernels.KERNELS["linear_avx2"])[:1] == ["cc"]

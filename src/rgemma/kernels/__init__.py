@@ -103,7 +103,9 @@ class Kernel:
     function: str  # the entry point; returns int, 0 on success
     argtypes: tuple
     init: str | None = None  # called once after loading; nonzero means unusable
-    vendor_cflags: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (vendor_id, more cflags): tuning
+    # tuning: (CPU, more cflags), the CPU as "vendor_id" or "vendor_id/cpu family"; the most
+    # specific match counts
+    vendor_cflags: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 FMA_LEVEL = ARCH_FMA_LEVEL.get(_arch(), "none")  # this machine's best linear_fma.c variant
@@ -155,9 +157,10 @@ KERNELS = {
         ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"),
         "rgemma_int8_gemv",
         (_PTR,) * 5 + (_I64,) * 3 + (_INT,) * 2,
-        # AMD Zen 4 streams the weight rows faster without the software prefetch (26.0 against
-        # 22.9 GB/s on the 2B's LM head, one row, alternating; Intel's tuning keeps 512 bytes)
-        vendor_cflags=(("AuthenticAMD", ("-DPREFETCH=0",)),),
+        # AMD Zen 4 (family 25) streams the weight rows faster without the software prefetch
+        # (26.0 against 22.9 GB/s on the 2B's LM head, one row, alternating); Zen 5 (family 26)
+        # and Intel faster with it (Zen 5: 38.7 against 34.6 GB/s, 512 or 1024 bytes ahead)
+        vendor_cflags=(("AuthenticAMD/25", ("-DPREFETCH=0",)),),
     ),
     # quantize.c: w, kinds, scale, q, rows, cols, threads; plain C, vectorized per level.
     "quantize_avx2": Kernel(
@@ -524,6 +527,15 @@ def _vendor() -> str:
     return _cpuinfo("vendor_id")
 
 
+def _tuning(kernel: Kernel) -> list[str]:
+    """The kernel's tuning flags for this CPU: those for its vendor and family, else its vendor."""
+    table = dict(kernel.vendor_cflags)
+    for key in (f"{_vendor()}/{_cpuinfo('cpu family')}", _vendor()):
+        if key in table:
+            return list(table[key])
+    return []
+
+
 def cpu_model() -> str:
     """/proc/cpuinfo's model name (x86) or CPU part (ARM), or "" where there is none."""
     return _cpuinfo("model name") or _cpuinfo("CPU part")
@@ -553,7 +565,7 @@ def build_command(compiler: str, kernel: Kernel) -> list[str]:
     # Link against the OpenMP runtime torch already loaded, so both share one thread pool.
     gomp = Path(torch.__file__).parent / "lib" / "libgomp.so.1"
     link = [str(gomp)] if gomp.exists() else []
-    tuned = [f for vendor, flags in kernel.vendor_cflags if vendor == _vendor() for f in flags]
+    tuned = _tuning(kernel)
     return [compiler, *BASE_FLAGS, *kernel.cflags, *tuned, str(HERE / kernel.source), *link]
 
 
