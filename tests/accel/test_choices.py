@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from conftest import random_model, tiny_config
-from rgemma.accel import PLAIN, Accel, accel_of, choices, configure, linears
+from rgemma.accel import PLAIN, Accel, accel_of, choices, configure, crossover, linears, speed
 from rgemma.accel.compile import CompiledBlock
 from rgemma.accel.linears import MatVecLinear, MatVecRGLRU
 from rgemma.accel.quantize import quantize_model
-from rgemma.models.griffin import RGLRU, attend_ref, attend_sdpa
+from rgemma.models.griffin import RGLRU, attend_ref, attend_sdpa, tanh_fp32
 from rgemma.ops.scan import rnn_scan_fast, rnn_scan_ref
 from rgemma.text.generate import prefill
 
@@ -125,7 +125,45 @@ def test_configure_keeps_earlier_choices_and_names_a_bad_one():
         ({"amx_rows": -1}, "amx_rows"),
         ({"native_rows": 1.5}, "native_rows"),
         ({"prefill": "fp16"}, "prefill"),
+        ({"soft_cap": "fp64"}, "soft_cap"),
     ):
         with pytest.raises(ValueError, match=field):
             configure(model, **bad)
     assert accel_of(model) == Accel(scan="ref", attention="ref")  # a refused choice changes nothing
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_every_soft_cap_tanh_gives_the_same_logits(dtype):
+    """ "fp32", "dtype" and "auto" are speed choices only: logits and decode steps are equal."""
+    model = random_model(tiny_config(logits_soft_cap=3.0)).to(dtype)  # a small cap: tanh matters
+    ids = torch.randint(0, 97, (3, 9))
+    outs = []
+    for choice in ("fp32", "dtype", "auto"):
+        configure(model, soft_cap=choice)
+        with torch.no_grad():
+            logits, state = prefill(model, ids)
+            step = model.decode_step(ids[:, 0], torch.ones(3, dtype=torch.bool), state)
+        outs.append((model(ids).logits, logits, step))
+    assert model.tanh in (tanh_fp32, torch.tanh)
+    for other in outs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(outs[0], other))
+    configure(model, PLAIN)
+    assert model.tanh is tanh_fp32
+
+
+@pytest.mark.parametrize(("widened", "native", "want"), [(1.0, 2.0, "fp32"), (2.0, 1.0, "dtype")])
+def test_auto_takes_the_tanh_measured_faster(monkeypatch, widened, native, want):
+    monkeypatch.setattr(crossover, "_race", lambda a, b: (a(), b()) and (widened, native))
+    crossover._faster_tanh.cache_clear()
+    try:
+        model = configure(random_model().to(torch.bfloat16), soft_cap="auto")
+        assert model.tanh is choices.TANHS[want]
+        assert crossover.faster_tanh(torch.float32) == "fp32"  # one path in float32
+    finally:
+        crossover._faster_tanh.cache_clear()
+
+
+def test_optimize_picks_the_soft_cap_on_cpus():
+    model = random_model()
+    assert accel_of(model).soft_cap == "fp32"
+    assert speed.cli_accel(model).soft_cap == "auto"

@@ -16,15 +16,25 @@ import torch
 from torch import nn
 
 from rgemma.accel.compile import CompiledBlock
+from rgemma.accel.crossover import faster_tanh
 from rgemma.accel.linears import AMX_ROWS, NATIVE_ROWS, PREFILLS, MatVecLinear, MatVecRGLRU, stack_rows
 from rgemma.accel.quantize import INT8_KERNELS, Int8Linear
 from rgemma.accel.swap import rebuild
-from rgemma.models.griffin import RGLRU, LocalAttention, ResidualBlock, attend_ref, attend_sdpa
+from rgemma.models.griffin import (
+    RGLRU,
+    GriffinForCausalLM,
+    LocalAttention,
+    ResidualBlock,
+    attend_ref,
+    attend_sdpa,
+    tanh_fp32,
+)
 from rgemma.ops.scan import rnn_scan_fast, rnn_scan_ref
 
 SCANS = ("fast", "ref", "triton")
 ATTENTIONS = {"sdpa": attend_sdpa, "ref": attend_ref}
 LINEARS = ("torch", "matvec")
+TANHS = {"fp32": tanh_fp32, "dtype": torch.tanh}  # the soft cap's tanh: equal values
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,9 @@ class Accel:
       products above the decode sizes: "fp32" (float32 tiles of the weight, rgemma.accel.
       linears.fp32_tiles), "dtype" (torch's GEMM in the model's dtype), "auto" (fp32 where this
       CPU has no native GEMM in that dtype: no AMX / AVX512-BF16 for bf16).
+    soft_cap: the tanh of the logit soft cap in bf16/fp16: "fp32" (computed in float32 and
+      rounded back), "dtype" (torch's tanh in that dtype), "auto" (the faster here, measured
+      once per process on the CPU; "fp32" off it). Every choice gives the same values.
     int8_kernel: the kernel of every Int8Linear (rgemma.accel.quantize): "auto" picks per call;
       "native", "amx", "pack", "dequant" force one (an error where it cannot run).
     compile, compile_mode, compile_backend: torch.compile of the one-token step, block by
@@ -57,6 +70,7 @@ class Accel:
     amx_rows: int = AMX_ROWS
     native_rows: int = NATIVE_ROWS
     prefill: str = "auto"
+    soft_cap: str = "fp32"
     int8_kernel: str = "auto"
     compile: bool = False
     compile_mode: str | None = None
@@ -69,6 +83,7 @@ class Accel:
             ("linears", LINEARS),
             ("int8_kernel", INT8_KERNELS),
             ("prefill", PREFILLS),
+            ("soft_cap", (*TANHS, "auto")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of {allowed}")
@@ -97,6 +112,8 @@ def configure(model: nn.Module, accel: Accel | None = None, **changes) -> nn.Mod
             module.attend = attend
         elif isinstance(module, Int8Linear):
             module.kernel, module.prefill = target.int8_kernel, target.prefill
+        elif isinstance(module, GriffinForCausalLM):
+            module.tanh = _tanh(target.soft_cap, module.lm_head.weight)
     model.accel = target
     return model
 
@@ -133,6 +150,13 @@ def _stacking_pays(rg_lru: RGLRU, accel: Accel) -> bool:
         and w.device.type == "cpu"
         and stack_rows(accel.amx_rows, accel.native_rows) > 0
     )
+
+
+def _tanh(name: str, weight: torch.Tensor):
+    """The soft cap's tanh for `name`; "auto" measures for the LM head's dtype on the CPU."""
+    if name == "auto":
+        name = faster_tanh(weight.dtype) if weight.device.type == "cpu" else "fp32"
+    return TANHS[name]
 
 
 def _scan(name: str):

@@ -1,4 +1,12 @@
-"""Where torch's bf16 GEMM overtakes rgemma's FMA kernels: measured once per machine, then cached.
+"""Choices between equal-valued paths that only a measurement on this machine can make.
+
+`faster_tanh(dtype)`: the soft cap's tanh in bf16/fp16 computed in float32 and rounded back,
+or torch's own tanh in that dtype (the same values): which is faster depends on the CPU's
+vector code (float32 twice as fast on a Sapphire Rapids core, half as fast on a Zen 5 one).
+Timed once per process on a decode-sized row of logits (about a millisecond).
+
+`gemm_rows(dtype)`: where torch's bf16 GEMM overtakes rgemma's FMA kernels, measured once per
+machine, then cached.
 
 For a few rows, rgemma's FMA kernels (kernels.linear) beat torch: they stream the weight at
 memory speed. For more rows a product becomes bound by arithmetic, and then a CPU whose torch
@@ -27,6 +35,7 @@ import torch
 
 from rgemma import kernels
 from rgemma.io.atomic import atomic_file
+from rgemma.models.griffin import tanh_fp32
 
 MIN_ROWS = 8  # up to this many rows the FMA kernel always runs: it reads the weight at memory speed
 LADDER = (16, 32, 64, 128)  # the row counts timed above MIN_ROWS
@@ -82,6 +91,25 @@ def measure(dtype: torch.dtype, shape: tuple[int, int] = SHAPE) -> int:
             break
         best = rows
     return best
+
+
+TANH_SHAPE = (4, 65536)  # logits timed by faster_tanh
+
+
+def faster_tanh(dtype: torch.dtype) -> str:
+    """ "fp32" or "dtype" (rgemma.accel.choices.TANHS), whichever computed tanh faster on
+    TANH_SHAPE logits of `dtype` here, at the current thread count; "fp32" for float32 (the
+    two are one)."""
+    if dtype not in (torch.bfloat16, torch.float16):
+        return "fp32"
+    return _faster_tanh(dtype, torch.get_num_threads())
+
+
+@functools.cache
+def _faster_tanh(dtype: torch.dtype, threads: int) -> str:
+    x = torch.randn(TANH_SHAPE, generator=torch.Generator().manual_seed(0)).to(dtype)
+    widened, native = _race(lambda: tanh_fp32(x), lambda: torch.tanh(x))
+    return "fp32" if widened <= native else "dtype"
 
 
 def _race(a, b) -> tuple[float | None, float]:

@@ -33,7 +33,13 @@ def optimize(model: nn.Module, *, compile: bool = False, quantize: str | None = 
 def cli_accel(model: nn.Module, compile: bool = False) -> Accel:
     """The fast paths optimize gives `model` (its other choices kept): rgemma's decode linears
     for a CPU model (float32 too: its products of 2 to 128 rows, a speculative check or a
-    decode batch, beat torch's), the compiled one-token step with `compile`."""
+    decode batch, beat torch's) and the faster soft-cap tanh there, the compiled one-token
+    step with `compile`."""
     cpu = next(model.parameters()).device.type == "cpu"
     current = accel_of(model)
-    return replace(current, linears="matvec" if cpu else current.linears, compile=compile or current.compile)
+    return replace(
+        current,
+        linears="matvec" if cpu else current.linears,
+        soft_cap="auto" if cpu else current.soft_cap,
+        compile=compile or current.compile,
+    )

@@ -714,6 +714,7 @@ class GriffinForCausalLM(ModelSurface, nn.Module):
         self.model = self.backbone(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.tie_weights()
+        self.tanh = tanh_fp32  # soft_cap's tanh (equal values; rgemma.accel picks the faster)
 
     def tie_weights(self) -> None:
         if self.config.tie_word_embeddings:
@@ -756,7 +757,7 @@ class GriffinForCausalLM(ModelSurface, nn.Module):
             h = h[:, -logits_to_keep:]
         elif labels is None and isinstance(logits_to_keep, torch.Tensor):
             h = h[:, logits_to_keep]
-        logits = soft_cap(self.lm_head(h), self.config.logits_soft_cap)
+        logits = self.capped(self.lm_head(h))
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         result = CausalLMOutput(
             loss=loss,
@@ -771,19 +772,28 @@ class GriffinForCausalLM(ModelSurface, nn.Module):
     def decode_step(self, input_ids: torch.Tensor, active: torch.Tensor, cache: State) -> torch.Tensor:
         """One decode step: (B,) token ids, (B,) bool active rows -> soft-capped logits (B, V).
         See GriffinModel.step: no validation, no host sync, `cache` updated in place."""
-        return soft_cap(self.lm_head(self.model.step(input_ids, active, cache)), self.config.logits_soft_cap)
+        return self.capped(self.lm_head(self.model.step(input_ids, active, cache)))
+
+    def capped(self, logits: torch.Tensor) -> torch.Tensor:
+        """The soft cap of the LM head's output, through this model's tanh."""
+        return soft_cap(logits, self.config.logits_soft_cap, self.tanh)
 
 
-def soft_cap(logits: torch.Tensor, cap: float) -> torch.Tensor:
+def tanh_fp32(x: torch.Tensor) -> torch.Tensor:
+    """tanh; bf16/fp16 computed in fp32 and rounded back: the values of torch's half-precision
+    tanh (every bf16 and fp16 input checked), faster on some CPUs (Sapphire Rapids), slower on
+    others (Zen 5)."""
+    if x.dtype in (torch.bfloat16, torch.float16):
+        return x.float().tanh_().to(x.dtype)
+    return torch.tanh(x)
+
+
+def soft_cap(logits: torch.Tensor, cap: float, tanh=tanh_fp32) -> torch.Tensor:
     """tanh(logits / cap) * cap, each step rounded to the logits' dtype as the references do;
-    a cap of 0 means none. In bf16/fp16 the tanh runs in fp32 and is rounded back: the values
-    of torch's half-precision tanh (every bf16 and fp16 input checked). Which of the two is
-    faster depends on the CPU's vector tanh (faster on Sapphire Rapids, slower on Zen 5)."""
+    a cap of 0 means none. `tanh`: tanh_fp32 or torch.tanh, the same values."""
     if not cap:
         return logits
-    if logits.dtype in (torch.bfloat16, torch.float16):
-        return (logits / cap).float().tanh_().to(logits.dtype).mul_(cap)
-    return torch.tanh(logits / cap) * cap
+    return tanh(logits / cap) * cap
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

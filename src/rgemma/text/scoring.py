@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import torch
 
-from rgemma.models.griffin import soft_cap
 from rgemma.models.state import State
 from rgemma.text.core import PREFILL_CHUNK
 from rgemma.text.engine import left_pad
@@ -61,7 +60,7 @@ class Scored:
 
 def lm_head(model, hidden: torch.Tensor) -> torch.Tensor:
     """The soft-capped logits of final-norm hidden states (..., D) -> (..., V)."""
-    return soft_cap(model.lm_head(hidden), model.config.logits_soft_cap)
+    return model.capped(model.lm_head(hidden))
 
 
 class ChunkScorer:
