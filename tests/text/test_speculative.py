@@ -109,6 +109,57 @@ def test_draft_length_follows_acceptance():
     assert speedup(0.0, 4, 0.1) < 1 < speedup(0.9, 4, 0.1)
 
 
+def _climb(length: DraftLength, seconds_per_round, rounds: int = 300) -> list[int]:
+    """Feed `length` timed rounds (one token per draft plus one) at the K it asks for."""
+    chosen = []
+    for _ in range(rounds):
+        k = length.k()
+        chosen.append(k)
+        length.observe(k, k + 1, seconds_per_round(k))
+    return chosen
+
+
+def test_draft_length_climbs_to_the_measured_fastest_k():
+    """Every draft accepted. With checks that cost 1 + 0.1 K seconds the most drafts are
+    fastest; with checks that cost 1 + 3 K, a plain step (K = 0), whatever the cost model
+    guessed first; with every K alike, it stays within range."""
+    fast = DraftLength(None, k_max=6)
+    start = fast.k()  # the model's guess
+    _climb(fast, lambda k: 1.0 + 0.1 * k)
+    assert fast.current == 6 and fast.k() in (5, 6) and start < 6
+    expensive = DraftLength(None, k_max=6)
+    _climb(expensive, lambda k: 1.0 + 3.0 * k)  # (k + 1) / (1 + 3k) tokens/s: best at K = 0
+    assert expensive.current == 0 and set(_climb(expensive, lambda k: 1.0 + 3.0 * k, 40)) <= {0, 1}
+    alike = _climb(DraftLength(None, k_max=6), lambda k: 1.0 + k)
+    assert all(0 <= k <= 6 for k in alike)
+
+
+def test_a_fixed_k_is_never_moved_by_timings():
+    length = DraftLength(3)
+    _climb(length, lambda k: 1.0 + 5.0 * k, 50)
+    assert length.k() == 3 and length.current is None
+
+
+def test_the_decoder_times_its_rounds_and_keeps_the_output(monkeypatch):
+    """Each round is reported to DraftLength at the K it chose, with the tokens it made; the
+    text is what decoding without speculation gives, K = 0 (plain steps) included."""
+    from conftest import random_model
+
+    model, draft = random_model(seed=0), random_model(seed=1)
+    ids = torch.tensor([[5, 6, 7, 5, 6, 7, 5, 6]])
+    plain = model.generate(ids, max_new_tokens=30, do_sample=False)
+    seen = []
+    real = DraftLength.observe
+    monkeypatch.setattr(
+        DraftLength, "observe", lambda self, k, n, sec: seen.append((k, n)) or real(self, k, n, sec)
+    )
+    assert torch.equal(model.generate(ids, max_new_tokens=30, do_sample=False, assistant_model=draft), plain)
+    assert seen and all(0 <= k <= 8 and 1 <= n <= k + 1 for k, n in seen)
+    assert sum(n for _, n in seen) <= 30
+    monkeypatch.setattr(DraftLength, "k", lambda self: 0)  # every round a plain step
+    assert torch.equal(model.generate(ids, max_new_tokens=30, do_sample=False, assistant_model=draft), plain)
+
+
 # --------------------------------------------------------------------------- sampling is exact
 V, NEW, N = 6, 4, 600
 

@@ -18,6 +18,7 @@ numbers of drafts, and a batch already shares each weight read between its rows.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,17 +76,29 @@ def _size(model) -> int:
 
 
 # --------------------------------------------------------------------------- draft length
+PROBE_EVERY = 8  # timed rounds at the chosen K between two trials of a neighbouring K
+PROBE_ROUNDS = 3  # timed rounds a neighbouring K is tried for
+
+
 class DraftLength:
-    """K per round. Fixed when given; else the K that maximises expected tokens per unit of
-    cost, (1 - a^(K+1)) / (1 - a) / (1 + (VERIFY_SLOPE + draft_cost) K), for the acceptance
-    rate a estimated from recent rounds (a decaying count of accepted and rejected drafts: a
-    round stops at its first rejection, so accepted / (accepted + rejections) estimates a)."""
+    """K per round. Fixed when given. Otherwise it starts from the K that maximises expected
+    tokens per unit of cost, (1 - a^(K+1)) / (1 - a) / (1 + (VERIFY_SLOPE + draft_cost) K),
+    for the acceptance rate a estimated from recent rounds (a decaying count of accepted and
+    rejected drafts: a round stops at its first rejection, so accepted / (accepted +
+    rejections) estimates a). Where rounds are timed (`observe`), it then climbs on measured
+    tokens per second: every PROBE_EVERY rounds it tries K - 1 or K + 1 (in turn; K = 0 is a
+    plain decode step) for PROBE_ROUNDS rounds and keeps the faster. That corrects what the
+    cost model cannot know, such as a check of a tiny model costing over a step whatever K."""
 
     def __init__(
         self, fixed: int | None, k_max: int = MAX_DRAFT, draft_cost: float = 0.0, decay: float = 0.9
     ):
         self.fixed, self.k_max, self.draft_cost, self.decay = fixed, k_max, draft_cost, decay
         self.accepted, self.rejected = 1.0, 1.0  # a prior of a = 0.5
+        self.speed: dict[int, float] = {}  # K -> decaying mean of tokens per second
+        self.current: int | None = None  # the measured choice, from the first timed round
+        self.trial: int | None = None  # the neighbouring K under trial
+        self.since, self.upward = 0, True
 
     @property
     def rate(self) -> float:
@@ -94,6 +107,12 @@ class DraftLength:
     def k(self) -> int:
         if self.fixed is not None:
             return self.fixed
+        if self.current is None:
+            return self.modelled()
+        return self.trial if self.trial is not None else self.current
+
+    def modelled(self) -> int:
+        """The K the cost model expects to be fastest at the current acceptance rate."""
         return max(
             range(1, self.k_max + 1), key=lambda k: speedup(self.rate, k, VERIFY_SLOPE + self.draft_cost)
         )
@@ -101,6 +120,33 @@ class DraftLength:
     def update(self, drafted: int, accepted: int) -> None:
         self.accepted = self.decay * self.accepted + accepted
         self.rejected = self.decay * self.rejected + (accepted < drafted)
+
+    def observe(self, k: int, tokens: int, seconds: float) -> None:
+        """A round run at K (the value k() gave) produced `tokens` in `seconds`."""
+        if self.fixed is not None or seconds <= 0:
+            return
+        speed = tokens / seconds
+        old = self.speed.get(k)
+        self.speed[k] = speed if old is None else self.decay * old + (1 - self.decay) * speed
+        if self.current is None:
+            self.current = k
+        if self.trial is None:
+            self.since += 1
+            if self.since >= PROBE_EVERY:
+                self.trial, self.since = self._neighbour(), 0
+        elif k == self.trial:  # (a round at another K, one the budget capped, tells nothing)
+            self.since += 1
+            if self.since >= PROBE_ROUNDS:
+                if self.speed[k] > self.speed.get(self.current, 0.0):
+                    self.current = k
+                self.trial, self.since = None, 0
+
+    def _neighbour(self) -> int:
+        """K + 1 and K - 1 in turn, within 0 .. k_max."""
+        up, down = min(self.current + 1, self.k_max), max(self.current - 1, 0)
+        go_up = self.upward if up != self.current and down != self.current else up != self.current
+        self.upward = not self.upward
+        return up if go_up else down
 
 
 def speedup(rate: float, k: int, slope: float) -> float:
@@ -220,6 +266,7 @@ class SpeculativeDecoder:
         self.first: torch.Tensor | None = None
         self.drafted = self.accepted = self.rounds = self.rejected = 0
         self.decoded = 0
+        self.clock = time.perf_counter  # what rounds are timed by (a test may replace it)
 
     @property
     def live(self) -> list[Row]:
@@ -247,8 +294,17 @@ class SpeculativeDecoder:
         return events
 
     def _round(self, row: Row) -> tuple[list[tuple[Row, TextStep]], torch.Tensor]:
-        before, budget = len(self.tokens), row.max_new_tokens - row.generated - 1
-        k = min(self.length.k(), budget)  # never verify past the token budget
+        """One round, timed for DraftLength where the device computes as it is called (the
+        CPU; elsewhere the clock would read before the work is done)."""
+        chosen, budget = self.length.k(), row.max_new_tokens - row.generated - 1
+        start = self.clock()
+        events, logits = self._speculate(row, min(chosen, budget))  # never past the token budget
+        if chosen <= budget and self.state.device.type == "cpu":
+            self.length.observe(chosen, len(events), self.clock() - start)
+        return events, logits
+
+    def _speculate(self, row: Row, k: int) -> tuple[list[tuple[Row, TextStep]], torch.Tensor]:
+        before = len(self.tokens)
         drafts, q = self.drafter.propose(self.tokens, k, row) if k > 0 else ([], None)
         if not drafts:
             self.drafter.accepted(before, 0)
