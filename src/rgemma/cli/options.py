@@ -235,7 +235,8 @@ def speculation_options(p: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         metavar="K",
-        help="draft K tokens per check (default: adapted to the recent acceptance rate, up to 8)",
+        help="draft K tokens per check (default: adapted, up to 8, to the acceptance rate and "
+        "the measured speed of each K; 0 drafts at times, where checking costs more than it gives)",
     )
 
 
