@@ -1,24 +1,21 @@
 """Choices between equal-valued paths that only a measurement on this machine can make.
 
-`faster_tanh(dtype)`: the soft cap's tanh in bf16/fp16 computed in float32 and rounded back,
-or torch's own tanh in that dtype (the same values): which is faster depends on the CPU's
-vector code (float32 twice as fast on a Sapphire Rapids core, half as fast on a Zen 5 one).
-Timed once per process on a decode-sized row of logits (about a millisecond).
+`gemm_rows(dtype)`: where torch's bf16 GEMM overtakes rgemma's FMA kernels. For a few rows the
+FMA kernels (kernels.linear) beat torch: they stream the weight at memory speed. For more rows
+a product becomes bound by arithmetic, and then a CPU whose torch GEMM is native in bf16
+(oneDNN on AVX-512 BF16, say) can be faster (on a Zen 5 core from 16 rows). CPU flags do not
+tell: a VM that shows AVX-512 BF16 but hides AMX ran torch's bf16 GEMM slower than its float32
+one. So the first product of more than MIN_ROWS rows times both on one weight at rows 16, 32,
+64, 128 and keeps the most rows for which the FMA kernel was still no slower than torch
+(within TOLERANCE). The answer is cached per CPU, thread count, torch version and kernel level
+in $RGEMMA_CACHE/crossover.json (default ~/.cache/rgemma), written atomically;
+RGEMMA_GEMM_ROWS=N sets it instead. rgemma.accel.linears asks only for bf16: float32 stays on
+the FMA kernel, whose sums do not depend on the batch (the float32 server's determinism).
 
-`gemm_rows(dtype)`: where torch's bf16 GEMM overtakes rgemma's FMA kernels, measured once per
-machine, then cached.
-
-For a few rows, rgemma's FMA kernels (kernels.linear) beat torch: they stream the weight at
-memory speed. For more rows a product becomes bound by arithmetic, and then a CPU whose torch
-GEMM is native in bf16 (oneDNN on AVX-512 BF16, say) can be faster than the FMA kernel: on a
-Zen 5 core from 16 bf16 rows. CPU flags do not tell: a VM that shows AVX-512 BF16 but hides
-AMX ran torch's bf16 GEMM slower than its float32 one. So `gemm_rows(dtype)` times both on one
-weight at rows 16, 32, 64, 128, the first time a product of more than MIN_ROWS rows asks, and
-returns the most rows for which the FMA kernel was still no slower than torch (within
-TOLERANCE). The answer is cached per CPU, thread count, torch version and kernel level in
-$RGEMMA_CACHE/crossover.json (default ~/.cache/rgemma), written atomically; RGEMMA_GEMM_ROWS=N
-sets it instead. rgemma.accel.linears asks only for bf16: float32 stays on the FMA kernel,
-whose sums do not depend on the batch (the float32 server's determinism).
+`faster_tanh(dtype)`: the soft cap's bf16/fp16 tanh computed in float32 and rounded back, or
+torch's own tanh in that dtype (the same values). Which is faster depends on the CPU's vector
+code (the float32 detour wins on Sapphire Rapids, loses on Zen 5); timed once per process on a
+few rows of logits, in about a millisecond.
 """
 
 from __future__ import annotations
