@@ -660,21 +660,15 @@ def run_bench(
     if "ceilings" in measures:
         report["ceilings"] = measure_ceilings(device, quick)
         print(ceilings_line(report["ceilings"]), file=log, flush=True)
-    for spec in _specs(
-        shapes,
-        dtypes,
-        impls,
-        measures,
-        prefill,
-        batches,
-        positions,
-        steps,
-        reps,
-        threads,
-        device,
-        cache_dir,
-        mem_limit_gb,
-    ):
+    common = dict(
+        steps=steps,
+        reps=reps,
+        threads=threads,
+        device=device,
+        cache_dir=str(cache_dir),
+        mem_limit_gb=mem_limit_gb,
+    )
+    for spec in _specs(shapes, dtypes, impls, measures, (prefill, batches, positions), common):
         spec["ceilings"] = report["ceilings"]
         for record in _run_spec(spec, isolate, timeout):
             report["results"].append(record)
@@ -685,21 +679,11 @@ def run_bench(
     return report
 
 
-def _specs(
-    shapes,
-    dtypes,
-    impls,
-    measures,
-    prefill,
-    batches,
-    positions,
-    steps,
-    reps,
-    threads,
-    device,
-    cache_dir,
-    mem_limit_gb,
-):
+def _specs(shapes, dtypes, impls, measures, sizes, common: dict):
+    """One worker's spec per (shape, dtype, implementation): its jobs (measure, size), with
+    `sizes` = (prefill lengths, batches, positions) overriding each shape's defaults, and the
+    `common` settings (steps, reps, threads, device, cache_dir, mem_limit_gb)."""
+    prefill, batches, positions = sizes
     for name in shapes:
         shape_config(name)  # a clear error for an unknown name
         shape = SHAPES[name]
@@ -715,18 +699,7 @@ def _specs(
             for impl in impls:
                 ours = [j for j in jobs if j[0] != "products" or impl.startswith("rgemma")]
                 if ours:
-                    yield dict(
-                        shape=name,
-                        dtype=dtype,
-                        impl=impl,
-                        jobs=ours,
-                        steps=steps,
-                        reps=reps,
-                        threads=threads,
-                        device=device,
-                        cache_dir=str(cache_dir),
-                        mem_limit_gb=mem_limit_gb,
-                    )
+                    yield dict(shape=name, dtype=dtype, impl=impl, jobs=ours, **common)
 
 
 def _run_spec(spec: dict, isolate: bool, timeout: float) -> list[dict]:
