@@ -207,3 +207,19 @@ def test_a_cpus_tuning_flags_join_the_build_command(monkeypatch):
     monkeypatch.setattr(kernels, "_cpuinfo", lambda field: "25" if field == "cpu family" else "")
     assert "-DA" in kernels.build_command("cc", tuned) and "-DB" not in kernels.build_command("cc", tuned)
     assert kernels.build_command("cc", kernels.KERNELS["linear_avx2"])[:1] == ["cc"]
+
+
+@pytest.mark.skipif(kernels.shutil.which("cc") is None, reason="needs a C compiler")
+def test_a_header_change_builds_the_kernel_again(tmp_path, monkeypatch):
+    """The cached library is keyed by the headers the sources include, not only the source."""
+    here = tmp_path / "kernels"
+    here.mkdir()
+    for f in kernels.HERE.glob("*.[ch]"):
+        (here / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setattr(kernels, "HERE", here)
+    monkeypatch.setenv("RGEMMA_CACHE", str(tmp_path / "cache"))
+    kernel = kernels.KERNELS["quantize_avx2"]
+    first = kernels._build(kernels.shutil.which("cc"), kernel)
+    (here / "scalars.h").write_text((here / "scalars.h").read_text() + "\n/* changed */\n")
+    second = kernels._build(kernels.shutil.which("cc"), kernel)
+    assert first != second and first.exists() and second.exists()

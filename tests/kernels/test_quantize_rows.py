@@ -68,3 +68,12 @@ def test_a_nan_or_inf_weight_shows_in_its_rows_scale(level, w_dtype):
     w[0, 7], w[2, 39] = float("nan"), float("-inf")
     for scale in (kernels.quantize_rows(w, w_dtype, level=_level(level))[1], _quantize_rows(w, w_dtype)[1]):
         assert scale[0].isnan() and scale[1].isfinite() and scale[2].isinf()
+    # a float32 NaN of any payload, the scale in bf16 or float32: NaN (rounding a NaN's bits
+    # to bf16 could carry into the sign and give -0, then the 0 -> 1 rule a scale of 1)
+    for bits in (0x7FC00000, 0x7FFFFFFF, 0x7F80FFFF, -1):
+        nan = torch.tensor([bits], dtype=torch.int32).view(torch.float32)
+        w32 = torch.randn(2, 40)
+        w32[0, 3] = nan[0]
+        for scale_dtype in (torch.bfloat16, torch.float32):
+            scale = kernels.quantize_rows(w32, scale_dtype, level=_level(level))[1]
+            assert scale[0].isnan() and scale[1].isfinite(), (hex(bits), scale_dtype)

@@ -570,9 +570,11 @@ def build_command(compiler: str, kernel: Kernel) -> list[str]:
 
 
 def _build(compiler: str, kernel: Kernel) -> Path:
-    """Compile the kernel once per (source, command) into the cache; return the library's path."""
+    """Compile the kernel once per (source, headers, command) into the cache; return the
+    library's path."""
     source, command = HERE / kernel.source, build_command(compiler, kernel)
-    key = hashlib.sha256(source.read_bytes() + " ".join(command).encode()).hexdigest()[:16]
+    headers = b"".join(h.read_bytes() for h in sorted(HERE.glob("*.h")))  # what the sources include
+    key = hashlib.sha256(source.read_bytes() + headers + " ".join(command).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("RGEMMA_CACHE", Path.home() / ".cache" / "rgemma")) / "kernels"
     target = cache / f"{source.stem}-{key}.so"
     if target.exists():

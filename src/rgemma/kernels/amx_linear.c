@@ -20,6 +20,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "scalars.h"
+
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 #define PREFETCH_BLOCKS 8 /* prefetch the weight rows this many 32-input blocks ahead */
@@ -43,13 +45,6 @@ static void configure_tiles(void) {
     _tile_loadconfig(&c);
 }
 
-static inline uint16_t to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7FFFFFFF) > 0x7F800000) return 0x7FC0;
-    return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-}
-
 /* x (rows, k_in) -> xp[bb][kb][pair 16][batch 16][2]: the right-hand tiles, zero-padded. */
 static void pack_x(const uint16_t *x, int64_t rows, int64_t k_in, int64_t nkb, uint16_t *xp) {
     int64_t nbb = (rows + 15) / 16;
@@ -70,7 +65,7 @@ static inline __m512 load_bf16(const uint16_t *p, __mmask16 mask) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* fp32 -> bf16, round to nearest even, NaN -> 0x7FC0: to_bf16 for 16 values at once. */
+/* fp32 -> bf16, round to nearest even, NaN -> 0x7FC0: bf16_round for 16 values at once. */
 static inline __m256i round_bf16(__m512 v) {
     __m512i u = _mm512_castps_si512(v);
     __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
@@ -157,7 +152,7 @@ static void widen_rows(const int8_t *q, int64_t valid, int64_t k_in, int64_t k_p
                 __m512bh h = _mm512_cvtne2ps_pbh(_mm512_cvtepi32_ps(u), _mm512_cvtepi32_ps(v));
                 _mm512_storeu_si512(d + k, (__m512i)h);
             }
-            for (; k < k_in; k++) d[k] = to_bf16((float)s[k]);
+            for (; k < k_in; k++) d[k] = bf16_round((float)s[k]);
         }
         for (; k < k_pad; k++) d[k] = 0;
     }

@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "scalars.h"
+
 #ifndef ROWS
 #define ROWS 16
 #endif
@@ -31,24 +33,6 @@
 #define PREFETCH 512
 #endif
 #define XMAX 16383.0f
-
-enum { F32 = 0, BF16 = 1 };
-
-static inline float load_f(const void *p, int64_t i, int kind) {
-    if (kind == F32) return ((const float *)p)[i];
-    uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline void store_f(void *p, int64_t i, float f, int kind) {
-    if (kind == F32) { ((float *)p)[i] = f; return; }
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    uint16_t h = isnan(f) ? 0x7FC0 : (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-    ((uint16_t *)p)[i] = h;
-}
 
 /* 16 activations from k on (fewer at the end: `mask`), as floats. */
 static inline __m512 load16(const void *x, int64_t k, int kind, __mmask16 mask) {

@@ -47,6 +47,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "scalars.h"
+
 #ifndef VW
 #if defined(__aarch64__)
 #define VW 4
@@ -162,25 +164,8 @@ INLINE __m512bh int8_as_bf16(const int8_t *p) {
 #error "DPBF16 needs VW=16"
 #endif
 
-enum { F32 = 0, BF16 = 1 };                /* activation, scale, bias and output kinds */
 enum { BF16W = 0, INT8W = 1, F32W = 2 };    /* weight kinds (F32W: FMA variants only) */
 #define WSIZE(wk) ((wk) == INT8W ? 1 : (wk) == F32W ? 4 : 2)
-
-static inline float load_f(const void *p, int64_t i, int kind) {
-    if (kind == F32) return ((const float *)p)[i];
-    uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline void store_f(void *p, int64_t i, float f, int kind) {
-    if (kind == F32) { ((float *)p)[i] = f; return; }
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    uint16_t h = isnan(f) ? 0x7FC0 : (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-    ((uint16_t *)p)[i] = h;
-}
 
 /* One row of x (k_in values) -> fp32, zero-padded to k_pad; for bf16 weights each block of BLK
  * inputs is reordered to its even inputs then its odd ones, as widen_bf16 pairs them. */

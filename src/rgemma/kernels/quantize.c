@@ -18,17 +18,7 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline float f32_of_bits(uint32_t u) {
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static inline uint16_t bf16_round(float f) { /* nearest even, as torch's float -> bfloat16 */
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
+#include "scalars.h"
 
 static inline int8_t to_int8(float v) { /* v / s rounded and clamped, as the reference */
     v = rintf(v);
