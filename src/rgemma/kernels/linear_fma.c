@@ -75,9 +75,6 @@ typedef float xtype; /* prepared activations: fp32 */
 #define X_BYTES (384 << 10) /* fp32 activations per panel of input rows */
 #endif
 #define SERIAL_PREPARE (1 << 16) /* activations prepared before the threads start, at most */
-#ifndef PREFETCH
-#define PREFETCH 0 /* bytes ahead for a software prefetch of each weight row; 0 for none */
-#endif
 #define MAX_N 8 /* the largest tile: MAX_N weight rows x MAX_R input rows */
 #define MAX_R 4
 #if NB1 > MAX_N || NB > MAX_N || RB > MAX_R
@@ -95,7 +92,6 @@ typedef float32x4_t vec;
 #define vload(p) vld1q_f32(p)
 #define vfma(a, b, c) vfmaq_f32(c, a, b)
 #define vsum(v) vaddvq_f32(v)
-#define prefetch(p) __builtin_prefetch(p, 0, 3)
 INLINE void widen_bf16(const uint16_t *p, vec *even, vec *odd) {
     uint32x4_t v = vreinterpretq_u32_u16(vld1q_u16(p));
     *even = vreinterpretq_f32_u32(vshlq_n_u32(v, 16));
@@ -157,9 +153,6 @@ INLINE __m512bh int8_as_bf16(const int8_t *p) {
 #else
 #error "VW is 8 (AVX2) or 16 (AVX-512F) on x86-64"
 #endif
-#if !defined(__aarch64__)
-#define prefetch(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
-#endif
 #if defined(DPBF16) && VW != 16
 #error "DPBF16 needs VW=16"
 #endif
@@ -189,7 +182,6 @@ INLINE void step(const void *w, int wk, int64_t stride, int64_t k, const xtype *
                  int nb, int rb, vec acc[MAX_N][MAX_R]) {
 #pragma GCC unroll 8
     for (int n = 0; n < nb; n++) {
-        if (PREFETCH) prefetch((const char *)w + (n * stride + k) * WSIZE(wk) + PREFETCH);
 #ifdef DPBF16
         __m512bh pairs = wk == INT8W ? int8_as_bf16((const int8_t *)w + n * stride + k)
                             : (__m512bh)_mm512_loadu_si512((const uint16_t *)w + n * stride + k);
