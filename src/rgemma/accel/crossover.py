@@ -32,6 +32,7 @@ import torch
 
 from rgemma import kernels
 from rgemma.io.atomic import atomic_file
+from rgemma.io.files import cache_root
 from rgemma.models.griffin import tanh_fp32
 
 MIN_ROWS = 8  # up to this many rows the FMA kernel always runs: it reads the weight at memory speed
@@ -59,13 +60,14 @@ def _cached(dtype: torch.dtype, threads: int, level: str) -> int:
     path = cache_path()
     table = _read(path)
     if not isinstance(table.get(key), int):
-        table = {**_read(path), key: measure(dtype)}  # re-read: another process may have written
+        rows = measure(dtype)
+        table = {**_read(path), key: rows}  # read again: another process may have written meanwhile
         _write(path, table)
     return table[key]
 
 
 def cache_path() -> Path:
-    return Path(os.environ.get("RGEMMA_CACHE", Path.home() / ".cache" / "rgemma")) / "crossover.json"
+    return cache_root() / "crossover.json"
 
 
 def _key(dtype: torch.dtype, threads: int, level: str) -> str:

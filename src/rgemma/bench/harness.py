@@ -31,6 +31,7 @@ import torch
 from rgemma.accel.memory import meminfo_gb, peak_rss_mb, reset_peak_rss, rss_bytes
 from rgemma.bench.report import ceilings_line, format_record
 from rgemma.bench.trace import kernel_info, kernel_line, summary, traced
+from rgemma.io.files import cache_root
 from rgemma.models.config import PRESETS, RecurrentGemmaConfig
 from rgemma.text.generate import PREFILL_CHUNK
 
@@ -652,7 +653,7 @@ def run_bench(
     if problem:
         raise ValueError(problem)
     set_threads(threads)
-    cache_dir = Path(cache_dir or Path.home() / ".cache" / "rgemma" / "bench")
+    cache_dir = Path(cache_dir or cache_root() / "bench")
     if mem_limit_gb is None:
         mem_limit_gb = 0.8 * meminfo_gb("MemAvailable")
     report = {"machine": machine_info(threads), "ceilings": {}, "results": []}

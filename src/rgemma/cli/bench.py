@@ -64,7 +64,11 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reps", type=int, default=3, help="runs per figure (the best counts)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", type=device_name, default="cpu")
-    p.add_argument("--cache-dir", default=None, help="where random checkpoints are kept")
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where random checkpoints are kept (default: ~/.cache/rgemma/bench, or $RGEMMA_CACHE/bench)",
+    )
     p.add_argument(
         "--mem-limit-gb",
         type=float,

@@ -1,8 +1,16 @@
-"""Checking a path the user gave before reading it: one message for each way it can be wrong."""
+"""Checking a path the user gave before reading it: one message for each way it can be wrong;
+and where rgemma keeps what it builds or measures once per machine (`cache_root`)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+
+def cache_root() -> Path:
+    """$RGEMMA_CACHE, else ~/.cache/rgemma: compiled kernels, measured crossovers, bench
+    checkpoints. Read on every call, so a test can point it elsewhere."""
+    return Path(os.environ.get("RGEMMA_CACHE") or Path.home() / ".cache" / "rgemma")
 
 
 def require_file(path: str | Path, what: str) -> Path:

@@ -50,6 +50,7 @@ from pathlib import Path
 import torch
 
 from rgemma.io.atomic import atomic_file
+from rgemma.io.files import cache_root
 
 HERE = Path(__file__).parent
 BASE_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC"]
@@ -575,7 +576,7 @@ def _build(compiler: str, kernel: Kernel) -> Path:
     source, command = HERE / kernel.source, build_command(compiler, kernel)
     headers = b"".join(h.read_bytes() for h in sorted(HERE.glob("*.h")))  # what the sources include
     key = hashlib.sha256(source.read_bytes() + headers + " ".join(command).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("RGEMMA_CACHE", Path.home() / ".cache" / "rgemma")) / "kernels"
+    cache = cache_root() / "kernels"
     target = cache / f"{source.stem}-{key}.so"
     if target.exists():
         return target
